@@ -1,0 +1,243 @@
+"""Prometheus rules: promtool checks and unit tests, plus the conventions users
+of monitoring mixins rely on (alert names, severities, annotations, tests for
+every alert, thresholds documented where they are set).
+
+promtool comes from Debian's `prometheus` package. When CI=true a missing
+promtool fails these tests; elsewhere they are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROM_DIR = REPO / "prometheus"
+RULES = PROM_DIR / "rules.yml"
+ALERTS = PROM_DIR / "alerts.yml"
+UNIT_TESTS = sorted((PROM_DIR / "tests").glob("*.yml"))
+DOCS = REPO / "docs" / "dashboards-and-alerts.md"
+
+SEVERITIES = {"critical", "warning", "info"}
+NON_TERMINAL = ("queued", "dialing", "in_progress", "unknown")
+
+# Metric names of the public contract (design.md) plus the histograms the
+# exporter adds for providers that report them. A rule naming anything else is
+# a typo.
+COUNTERS_AND_GAUGES = {
+    "outbound_calls",
+    "outbound_calls_registered_total",
+    "outbound_calls_finished_total",
+    "outbound_call_status_requests_total",
+    "outbound_call_status_request_errors_total",
+    "outbound_call_last_successful_poll_timestamp_seconds",
+    "outbound_call_account_up",
+    "outbound_call_exporter_build_info",
+}
+HISTOGRAMS = {
+    "outbound_call_time_to_terminal_seconds",
+    "outbound_call_status_request_duration_seconds",
+    "outbound_call_time_to_answer_seconds",
+    "outbound_call_talk_time_seconds",
+}
+KNOWN_METRICS = (
+    COUNTERS_AND_GAUGES
+    | {f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "count", "sum")}
+    | {"up"}
+)
+
+
+def require_tool(name: str) -> str:
+    """Path of a binary; fail under CI=true when it is missing, skip elsewhere."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"`{name}` not found on PATH (install Debian's `prometheus` package)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def load_rules(path: Path) -> list[dict]:
+    doc = yaml.safe_load(path.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def alert_rules() -> list[dict]:
+    return [r for r in load_rules(ALERTS) if "alert" in r]
+
+
+def recording_rules() -> list[dict]:
+    return [r for r in load_rules(RULES) if "record" in r]
+
+
+def duration_seconds(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    total = 0
+    for number, unit in re.findall(r"(\d+)([smhd])", text):
+        total += int(number) * units[unit]
+    return total
+
+
+# ---------------------------------------------------------------- promtool
+
+
+def test_promtool_check_rules():
+    promtool = require_tool("promtool")
+    result = run([promtool, "check", "rules", str(RULES), str(ALERTS)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_config():
+    promtool = require_tool("promtool")
+    result = run([promtool, "check", "config", str(PROM_DIR / "prometheus.yml")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("test_file", UNIT_TESTS, ids=lambda p: p.name)
+def test_promtool_unit_tests(test_file):
+    promtool = require_tool("promtool")
+    result = run([promtool, "test", "rules", str(test_file)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unit_test_files_exist():
+    assert UNIT_TESTS, "no promtool unit tests in prometheus/tests/"
+
+
+# ---------------------------------------------------------- static checks
+
+
+def test_alert_conventions():
+    rules = alert_rules()
+    assert rules
+    for rule in rules:
+        name = rule["alert"]
+        assert re.fullmatch(r"OutboundCalls?[A-Z][A-Za-z]+", name), name
+        assert rule.get("labels", {}).get("severity") in SEVERITIES, name
+        annotations = rule.get("annotations", {})
+        for key in ("summary", "description", "dashboard_url"):
+            assert annotations.get(key, "").strip(), f"{name}: missing annotation {key}"
+        assert annotations["dashboard_url"].startswith("http"), name
+        assert duration_seconds(rule.get("for", "")) >= 60, f"{name}: needs a `for:` of 1m or more"
+
+
+def test_alert_names_and_severities_are_unique():
+    pairs = [(r["alert"], r["labels"]["severity"]) for r in alert_rules()]
+    assert len(pairs) == len(set(pairs)), pairs
+
+
+def test_required_alerts_present():
+    names = {r["alert"] for r in alert_rules()}
+    for required in (
+        "OutboundCallFailureRatioHigh",
+        "OutboundCallPollingErrorRatioHigh",
+        "OutboundCallAccountDown",
+        "OutboundCallsStuck",
+        "OutboundCallExporterAbsent",
+    ):
+        assert required in names
+
+
+def test_failure_ratio_alerts_require_minimum_volume():
+    for rule in alert_rules():
+        if rule["alert"] == "OutboundCallFailureRatioHigh":
+            assert re.search(r"increase\(outbound_calls_finished_total\[\w+\]\)\)\s*>=\s*\d+", rule["expr"])
+
+
+def _unit_test_cases():
+    """alertname -> list of expected-alert lists over all promtool tests."""
+    cases: dict[str, list[list]] = {}
+    for path in UNIT_TESTS:
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["tests"]:
+            for case in group.get("alert_rule_test", []):
+                cases.setdefault(case["alertname"], []).append(case.get("exp_alerts") or [])
+    return cases
+
+
+def test_every_alert_has_firing_and_quiet_unit_tests():
+    cases = _unit_test_cases()
+    for rule in alert_rules():
+        name, severity = rule["alert"], rule["labels"]["severity"]
+        expected = cases.get(name, [])
+        fired = [a for alerts in expected for a in alerts if a["exp_labels"].get("severity") == severity]
+        assert fired, f"no promtool test where {name} ({severity}) fires"
+        assert any(not alerts for alerts in expected), f"no promtool test where {name} stays quiet"
+
+
+def test_unit_tests_load_the_shipped_rule_files():
+    for path in UNIT_TESTS:
+        doc = yaml.safe_load(path.read_text())
+        resolved = {(path.parent / f).resolve() for f in doc["rule_files"]}
+        assert RULES.resolve() in resolved, path.name
+        if "alert_rule_test" in path.read_text():
+            assert ALERTS.resolve() in resolved, path.name
+
+
+def test_recording_rule_names_follow_convention():
+    for rule in recording_rules():
+        parts = rule["record"].split(":")
+        assert len(parts) == 3 and all(parts), f"{rule['record']}: expected level:metric:operations"
+        assert parts[1].startswith("outbound_call"), rule["record"]
+
+
+def _referenced_names(expr: str) -> set[str]:
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    return set(re.findall(r"(?<![\w:])([a-z_][a-z0-9_]*:[a-z0-9_:]+|outbound_calls?[a-z0-9_]*|up)(?![\w:(])", without_strings))
+
+
+def test_rules_only_use_known_metrics_and_recorded_series():
+    recorded = {r["record"] for r in recording_rules()}
+    for rule in recording_rules() + alert_rules():
+        for name in _referenced_names(rule["expr"]):
+            if ":" in name:
+                assert name in recorded, f"{rule.get('record') or rule['alert']}: unknown recorded series {name}"
+            else:
+                assert name in KNOWN_METRICS, f"{rule.get('record') or rule['alert']}: unknown metric {name}"
+
+
+def test_non_terminal_state_selectors_are_complete():
+    text = ALERTS.read_text()
+    for selector in re.findall(r'outbound_calls\{state=~"([^"]+)"\}', text):
+        assert set(selector.split("|")) == set(NON_TERMINAL), selector
+
+
+def _threshold_table() -> dict[tuple[str, str], tuple[str, str]]:
+    """(alert, severity) -> (condition, for) from the comment table atop alerts.yml."""
+    table = {}
+    for line in ALERTS.read_text().splitlines():
+        match = re.match(r"#\s+(OutboundCall\w+)\s+(critical|warning|info)\s+(.+?)\s+(\d+[smh])\s*$", line)
+        if match:
+            table[(match[1], match[2])] = (match[3], match[4])
+    return table
+
+
+def test_threshold_table_matches_the_rules():
+    """The table at the top of alerts.yml is where users read and tune thresholds."""
+    table = _threshold_table()
+    rules = {(r["alert"], r["labels"]["severity"]): r for r in alert_rules()}
+    assert set(table) == set(rules)
+    for key, (condition, for_) in table.items():
+        rule = rules[key]
+        assert duration_seconds(for_) == duration_seconds(rule["for"]), key
+        for number in re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.%])", condition):
+            assert re.search(rf"(?<![\w.]){re.escape(number)}(?![\w.])", rule["expr"]), (
+                f"{key}: threshold {number} of the table is not in the expression"
+            )
+
+
+def test_every_alert_is_documented():
+    text = DOCS.read_text()
+    for rule in alert_rules():
+        assert rule["alert"] in text, f"{rule['alert']} missing from {DOCS.relative_to(REPO)}"
