@@ -1,0 +1,28 @@
+"""outbound-call-exporter: Prometheus metrics for outbound voice-AI calls.
+
+The public API for plugin authors is exactly `__all__`; everything else is internal.
+"""
+
+from ._version import __version__
+from .errors import PollError
+from .hookspecs import hookimpl
+from .model import CallStatus, ErrorReason, Event, State
+from .provider import (CallParams, PathSegment, Provider, ProviderSettings, Uuid, parse_retry_after,
+                       parse_timestamp)
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "Provider",
+    "ProviderSettings",
+    "CallParams",
+    "CallStatus",
+    "Event",
+    "State",
+    "ErrorReason",
+    "PollError",
+    "PathSegment",
+    "Uuid",
+    "parse_timestamp",
+    "parse_retry_after",
+]

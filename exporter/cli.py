@@ -1,0 +1,273 @@
+"""Command line: run, demo, watch, plugins, check-config (design.md, "CLI")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import httpx
+
+from ._version import __version__
+from .config import load_config, resolve_accounts, split_address
+from .errors import ConfigError, ExporterError
+from .plugins import Registry, describe_model, load_registry
+
+DEFAULT_API_URL = "http://127.0.0.1:9877"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ExporterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="outbound-call-exporter",
+        description="Prometheus exporter for outbound voice-AI calls (PolyAI, Telzino, Trillet, ...).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the service")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run against built-in fake providers with synthetic traffic")
+    p.add_argument("--listen", default="127.0.0.1:9877", help="HOST:PORT to serve on (default %(default)s)")
+    p.add_argument("--store", default="./data/demo.db", help="SQLite store path (default %(default)s)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--calls-per-second", type=float, default=2.0, help="new calls per second (default %(default)s)")
+    p.add_argument("--failure-spike-at", type=float, metavar="SECONDS",
+                   help="from this many seconds after start, most calls fail (to see alerts fire)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("watch", help="register calls with a running service")
+    p.add_argument("--url", default=DEFAULT_API_URL, help="service URL (default %(default)s)")
+    p.add_argument("--token", default=None, help="API bearer token (default: $OCE_API_TOKEN)")
+    p.add_argument("--account", help="account name (single call)")
+    p.add_argument("--call-id", help="provider call id (single call)")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="per-call param (repeatable)")
+    p.add_argument("--file", help="CSV (header: account,call_id,<params>...) or JSON Lines of POST bodies")
+    p.add_argument("--batch-size", type=int, default=500, help="rows per request with --file (default %(default)s)")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("plugins", help="list provider plugins, their settings and per-call params")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("check-config", help="validate a config file; exit 0 or print the error")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request URL at INFO
+
+
+# -- run / demo / check-config ------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .server import serve
+    from .service import Service
+
+    config = load_config(args.config)
+    setup_logging(config.log_level)
+    service = Service(config, _registry())
+    asyncio.run(serve(service))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    setup_logging(args.log_level)
+    try:
+        split_address(args.listen)
+    except ValueError as exc:
+        raise ConfigError(f"--listen: {exc}") from None
+    asyncio.run(run_demo(_registry(), args.listen, Path(args.store), args.duration, args.calls_per_second,
+                         args.failure_spike_at))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    accounts = resolve_accounts(config, _registry())
+    names = ", ".join(f"{a.name} ({a.provider.name})" for a in accounts) or "none"
+    print(f"{args.config}: OK — {len(accounts)} account(s): {names}")
+    return 0
+
+
+def _registry() -> Registry:
+    registry = load_registry()
+    for failure in registry.failures:
+        print(f"warning: plugin {failure.source} disabled: {failure.error}", file=sys.stderr)
+    return registry
+
+
+# -- plugins ------------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = load_registry()
+    rows = [{
+        "name": cls.name,
+        "description": cls.description,
+        "default_base_url": cls.default_base_url,
+        "settings": describe_model(cls.Settings),
+        "params": [f for f in describe_model(cls.Params) if f["name"] != "call_id"],
+        "statuses": {raw: state.value for raw, state in cls.status_map.items()},
+        "fake": name in registry.fakes,
+    } for name, cls in sorted(registry.providers.items())]
+    failures = [{"plugin": f.source, "error": f.error} for f in registry.failures]
+    if args.json:
+        print(json.dumps({"plugins": rows, "failures": failures}, indent=2, default=str))
+        return 1 if failures else 0
+    for row in rows:
+        print(f"{row['name']}  —  {row['description']}")
+        print(f"  default base URL: {row['default_base_url']}")
+        print("  settings:       " + _fields(row["settings"]))
+        print("  per-call params: " + (_fields(row["params"]) or "—"))
+        print("  statuses:       " + ", ".join(f"{k}→{v}" for k, v in row["statuses"].items()))
+    for f in failures:
+        print(f"FAILED  {f['plugin']}: {f['error']}")
+    if rows:
+        print("(† secret; * required)")
+    return 1 if failures else 0
+
+
+def _fields(fields: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{f['name']}{'†' if f['secret'] else ''}{'*' if f['required'] else ''}" for f in fields)
+
+
+# -- watch --------------------------------------------------------------------------------------
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("OCE_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if args.file:
+        if args.account or args.call_id or args.param:
+            raise ConfigError("--file cannot be combined with --account/--call-id/--param")
+        return _watch_file(args.url, headers, Path(args.file), args.batch_size)
+    if not (args.account and args.call_id):
+        raise ConfigError("give --account and --call-id (or --file)")
+    body = {"account": args.account, "call_id": args.call_id, "params": _params(args.param)}
+    with httpx.Client(base_url=args.url, headers=headers, timeout=30, trust_env=False) as client:
+        response = _post(client, body)
+    if response.status_code in (200, 201):
+        rec = response.json()
+        verb = "now watching" if response.status_code == 201 else "already known"
+        print(f"{verb}: {rec['account']}/{rec['call_id']} state={rec['state']}")
+        return 0
+    print(f"refused ({response.status_code}): {_error_text(response)}", file=sys.stderr)
+    return 1
+
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _post(client: httpx.Client, body: Any) -> httpx.Response:
+    try:
+        return client.post("/api/v1/calls", json=body)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the service at {client.base_url}: {type(exc).__name__}") from None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error"))
+    except (ValueError, AttributeError):
+        return response.text[:200]
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, POST body or an error string) for each row of a CSV or JSON Lines file."""
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    with handle:
+        first = handle.readline()
+        handle.seek(0)
+        if first.lstrip().startswith("{"):
+            for n, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        yield n, json.loads(line)
+                    except ValueError as exc:
+                        yield n, f"not valid JSON: {exc}"
+            return
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or reader.fieldnames[:2] != ["account", "call_id"]:
+            raise ConfigError(f"{path}: CSV header must start with account,call_id")
+        for row in reader:
+            params = {k: v for k, v in row.items() if k not in ("account", "call_id") and k and v not in ("", None)}
+            yield reader.line_num, {"account": row["account"], "call_id": row["call_id"], "params": params}
+
+
+def _watch_file(url: str, headers: dict[str, str], path: Path, batch_size: int) -> int:
+    """Send rows in batches; a refused batch is retried row by row to name the bad rows."""
+    accepted = existing = 0
+    refused: list[tuple[int, str]] = []
+    with httpx.Client(base_url=url, headers=headers, timeout=60, trust_env=False) as client:
+        batch: list[tuple[int, Any]] = []
+
+        def send(rows: list[tuple[int, Any]]) -> None:
+            nonlocal accepted, existing
+            response = _post(client, [body for _, body in rows])
+            if response.status_code in (200, 201):
+                summary = response.json()
+                accepted += summary["created"]
+                existing += summary["existing"]
+                return
+            if response.status_code in (401, 503) or len(rows) == 1:
+                if response.status_code in (401, 503):
+                    raise ConfigError(f"service refused the batch ({response.status_code}): {_error_text(response)}")
+                refused.append((rows[0][0], _error_text(response)))
+                return
+            for row in rows:
+                send([row])
+
+        for line, body in read_rows(path):
+            if isinstance(body, str):
+                refused.append((line, body))
+                continue
+            batch.append((line, body))
+            if len(batch) >= batch_size:
+                send(batch)
+                batch = []
+        if batch:
+            send(batch)
+    for line, why in refused:
+        print(f"{path}:{line}: refused: {why}", file=sys.stderr)
+    print(f"{path}: {accepted} accepted, {existing} already known, {len(refused)} refused")
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

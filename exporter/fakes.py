@@ -1,0 +1,302 @@
+"""Fake provider servers: the shared machinery behind every plugin's fake.
+
+A plugin's fake subclasses `FakeProvider` and only says what is provider-specific: its routes,
+how it authenticates, its raw status names and how a call record looks. This module supplies
+the rest: scripted lifecycles on a (speed-scaled) clock, retention expiry (404 after it),
+fault injection, request counting, and a real aiohttp server on 127.0.0.1 — in the caller's
+event loop (`demo`) or in a background thread (tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Mapping
+from contextlib import contextmanager
+
+from aiohttp import web
+
+from .model import State
+
+#: the outcomes a demo or test lifecycle can end in, with a realistic default mix
+DEFAULT_MIX: Mapping[State, float] = {
+    State.COMPLETED: 0.70, State.NO_ANSWER: 0.12, State.BUSY: 0.08, State.FAILED: 0.07, State.CANCELLED: 0.03,
+}
+SPIKE_MIX: Mapping[State, float] = {
+    State.COMPLETED: 0.25, State.NO_ANSWER: 0.20, State.BUSY: 0.15, State.FAILED: 0.40,
+}
+
+
+@dataclass
+class Step:
+    """The call shows raw status `status` from `after` seconds (fake time) past creation."""
+
+    status: str
+    after: float
+
+
+@dataclass
+class FakeCall:
+    call_id: str
+    params: dict[str, str]
+    steps: list[Step]
+    fields: dict[str, Any] = field(default_factory=dict)  # extra record fields (error, sip code, ...)
+    created: float = field(default_factory=time.time)
+    outcome: State | None = None
+
+    def elapsed(self, now: float, speed: float) -> float:
+        return (now - self.created) * speed
+
+    def step_index(self, now: float, speed: float) -> int:
+        t = self.elapsed(now, speed)
+        index = 0
+        for i, step in enumerate(self.steps):
+            if step.after <= t:
+                index = i
+        return index
+
+    def ended_at(self, speed: float) -> float:
+        """Wall time at which the last step (the terminal one) began."""
+        return self.created + self.steps[-1].after / speed
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour. Kinds: status, timeout, malformed, wrong_shape, reset, huge, drip."""
+
+    kind: str = "status"
+    status: int = 500
+    retry_after: str | None = None
+    delay: float = 30.0
+    size: int = 8 * 1024 * 1024
+    body: bytes | None = None
+
+
+class FakeProvider:
+    """Base of every fake provider API server."""
+
+    provider: ClassVar[str]
+    #: normalized outcome/phase -> the raw status the provider uses for it
+    raw_status: ClassVar[Mapping[State, str]]
+    #: statuses shown before dialing (e.g. Telzino's dispatching/dispatched)
+    pre_dial: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, speed: float = 1.0, retention_seconds: float = 7200.0,
+                 credentials: Mapping[str, str] | None = None, seed: int | None = None) -> None:
+        self.speed = speed
+        self.retention_seconds = retention_seconds
+        self.credentials = dict(credentials or self.default_credentials())
+        self.rng = random.Random(seed)
+        self.calls: dict[tuple[str, ...], FakeCall] = {}
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.log: collections.deque[tuple[float, str, int]] = collections.deque(maxlen=100_000)
+        self._faults: collections.deque[list[Any]] = collections.deque()
+        self._lock = threading.Lock()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- provider-specific: subclasses override -------------------------------------------------
+
+    def default_credentials(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    def authorized(self, request: web.Request) -> bool:
+        raise NotImplementedError
+
+    def key(self, call_id: str, params: Mapping[str, str]) -> tuple[str, ...]:
+        """How the fake indexes a call (the path parameters that identify it)."""
+        return (call_id,)
+
+    def new_params(self) -> dict[str, str]:
+        """Per-call params for a generated call (e.g. an agent id)."""
+        return {}
+
+    def render(self, call: FakeCall, index: int, now: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def not_found(self) -> web.Response:
+        return web.json_response({"error": "Not found"}, status=404)
+
+    def unauthorized(self) -> web.Response:
+        return web.json_response({"error": "Unauthorized"}, status=401)
+
+    def terminal_fields(self, outcome: State) -> dict[str, Any]:
+        """Extra record fields a call ending in `outcome` carries (error text, SIP code, ...)."""
+        return {}
+
+    def demo_settings(self) -> dict[str, Any]:
+        """Account `settings` that work against this fake (credentials and defaults)."""
+        return dict(self.credentials)
+
+    # -- calls and lifecycles ---------------------------------------------------------------------
+
+    def add_call(self, call_id: str | None = None, steps: list[Step] | None = None,
+                 params: Mapping[str, str] | None = None, outcome: State = State.COMPLETED,
+                 **fields: Any) -> FakeCall:
+        """Create a call; by default it walks a lifecycle ending in `outcome`."""
+        params = dict(params if params is not None else self.new_params())
+        call = FakeCall(call_id or str(uuid.uuid4()), params, steps or self.lifecycle(outcome),
+                        {**self.terminal_fields(outcome), **fields}, outcome=outcome)
+        with self._lock:
+            self.calls[self.key(call.call_id, params)] = call
+        return call
+
+    def lifecycle(self, outcome: State, rng: random.Random | None = None) -> list[Step]:
+        """A plausible raw-status script ending in `outcome` (times in fake seconds)."""
+        rng = rng or self.rng
+        raw = self.raw_status
+        steps = [Step(raw[State.QUEUED], 0.0)]
+        t = 0.0
+        for status in self.pre_dial:
+            t += rng.uniform(0.2, 1.0)
+            steps.append(Step(status, t))
+        if outcome is State.CANCELLED:
+            return steps + [Step(raw[State.CANCELLED], t + rng.uniform(0.5, 2))]
+        if State.DIALING in raw:
+            t += rng.uniform(0.5, 2)
+            steps.append(Step(raw[State.DIALING], t))
+        if outcome is State.COMPLETED:
+            t += rng.uniform(3, 10)
+            steps.append(Step(raw[State.IN_PROGRESS], t))
+            return steps + [Step(raw[State.COMPLETED], t + rng.uniform(8, 40))]
+        ring = {State.NO_ANSWER: (20, 45), State.BUSY: (1, 5), State.FAILED: (0.5, 4)}.get(outcome, (1, 5))
+        return steps + [Step(raw[outcome], t + rng.uniform(*ring))]
+
+    def demo_call(self, mix: Mapping[State, float] = DEFAULT_MIX) -> FakeCall:
+        """A new call whose outcome is drawn from `mix` (only outcomes this provider can show)."""
+        outcomes = [s for s in mix if s in self.raw_status]
+        outcome = self.rng.choices(outcomes, [mix[s] for s in outcomes])[0]
+        return self.add_call(outcome=outcome)
+
+    def inject(self, fault: Fault, times: int | None = 1) -> None:
+        """Answer the next `times` status requests (None: all, until `clear_faults`) with `fault`."""
+        with self._lock:
+            self._faults.append([fault, times])
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self) -> Fault | None:
+        with self._lock:
+            if not self._faults:
+                return None
+            entry = self._faults[0]
+            if entry[1] is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    self._faults.popleft()
+            return entry[0]
+
+    # -- the generic status handler subclasses route to ----------------------------------------------
+
+    async def serve_status(self, request: web.Request, call_id: str, params: Mapping[str, str]) -> web.StreamResponse:
+        """Faults first, then auth, then the call's current record (404 when unknown or expired)."""
+        self.requests["status"] += 1
+        self.requests[f"status:{call_id}"] += 1
+        response = await self._respond(request, call_id, params)
+        self.log.append((time.time(), request.path, response.status))
+        return response
+
+    async def _respond(self, request: web.Request, call_id: str, params: Mapping[str, str]) -> web.StreamResponse:
+        fault = self._take_fault()
+        if fault is not None:
+            return await self._apply_fault(request, fault)
+        if not self.authorized(request):
+            return self.unauthorized()
+        call = self.calls.get(self.key(call_id, params))
+        now = time.time()
+        if call is None or self._expired(call, now):
+            return self.not_found()
+        return web.json_response(self.render(call, call.step_index(now, self.speed), now))
+
+    def _expired(self, call: FakeCall, now: float) -> bool:
+        last = call.steps[-1]
+        return call.elapsed(now, self.speed) >= last.after and \
+            now - call.ended_at(self.speed) > self.retention_seconds / self.speed
+
+    async def _apply_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        if fault.kind == "status":
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            body = fault.body if fault.body is not None else json.dumps({"error": f"injected {fault.status}"}).encode()
+            return web.Response(status=fault.status, body=body, headers=headers, content_type="application/json")
+        if fault.kind == "timeout":
+            await asyncio.sleep(fault.delay)
+            return web.json_response({"error": "too late"}, status=504)
+        if fault.kind == "malformed":
+            return web.Response(body=b'{"status": "compl', content_type="application/json")
+        if fault.kind == "wrong_shape":
+            return web.Response(body=fault.body or b'[{"status": 1}]', content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if fault.kind == "reset":
+            response.content_length = 4096
+            await response.prepare(request)
+            await response.write(b'{"id": "')
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        if fault.kind in ("huge", "drip"):
+            await response.prepare(request)
+            chunk = b" " * 65536 if fault.kind == "huge" else b" "
+            sent = 0
+            while sent < fault.size:
+                await response.write(chunk)
+                sent += len(chunk)
+                if fault.kind == "drip":
+                    await asyncio.sleep(fault.delay)
+            return response
+        raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    # -- serving ------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(self.routes())
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @contextmanager
+    def running(self) -> Iterator["FakeProvider"]:
+        """Serve on 127.0.0.1 from a background thread (for tests driving a separate service)."""
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self.start())
+            started.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=serve, name=f"fake-{self.provider}", daemon=True)
+        thread.start()
+        if not started.wait(10):
+            raise RuntimeError("fake provider did not start")
+        try:
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()

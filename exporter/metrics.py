@@ -1,0 +1,130 @@
+"""Prometheus metrics (design.md, "Metrics").
+
+Counters and histograms are ordinary prometheus-client metrics, with every label set
+pre-created when an account is added and the children bound once, so the poll loop never looks
+labels up. State that lives elsewhere (calls per state, account health, build info) is read at
+scrape time by a custom collector from per-account counts: a scrape costs
+O(accounts × states), never O(calls), and there are no stale label sets to purge.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ._version import __version__
+from .model import ACTIVE_STATES, FINAL_STATES, ErrorReason, State
+
+# `_created` series double the output and no dashboard uses them; rate() handles restarts.
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+ANSWER_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120)
+TALK_BUCKETS = (5, 15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600)
+
+
+class AccountView(Protocol):
+    """What the collector reads from an account at scrape time."""
+
+    name: str
+    provider_name: str
+    counts: Mapping[State, int]
+
+    def up(self, now: float) -> bool: ...
+
+    @property
+    def last_success(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class AccountMetrics:
+    """An account's pre-created children, bound once for the hot path."""
+
+    registered: Counter
+    finished: Mapping[State, Counter]
+    time_to_terminal: Mapping[State, Histogram]
+    requests: Counter
+    errors: Mapping[ErrorReason, Counter]
+    request_duration: Histogram
+    time_to_answer: Histogram
+    talk_time: Histogram
+
+
+class Metrics:
+    """The exporter's own registry and metric families."""
+
+    def __init__(self, buckets: Sequence[float], accounts: Callable[[], Iterable[AccountView]],
+                 clock: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["provider", "account"]
+        r = self.registry
+        self.registered = Counter("outbound_calls_registered", "Calls that started being watched.",
+                                  labels, registry=r)
+        self.finished = Counter("outbound_calls_finished", "Calls that reached each terminal state.",
+                                labels + ["state"], registry=r)
+        self.time_to_terminal = Histogram(
+            "outbound_call_time_to_terminal_seconds",
+            "Time from the call's creation (provider clock when given, else registration) to its terminal state.",
+            labels + ["state"], buckets=buckets, registry=r)
+        self.requests = Counter("outbound_call_status_requests", "Status requests sent to the provider.",
+                                labels, registry=r)
+        self.errors = Counter("outbound_call_status_request_errors", "Failed status requests, by reason.",
+                              labels + ["reason"], registry=r)
+        self.request_duration = Histogram("outbound_call_status_request_duration_seconds",
+                                          "Latency of status requests.", labels, buckets=LATENCY_BUCKETS,
+                                          registry=r)
+        self.time_to_answer = Histogram("outbound_call_time_to_answer_seconds",
+                                        "Time from the call's creation to the callee answering (provider clock).",
+                                        labels, buckets=ANSWER_BUCKETS, registry=r)
+        self.talk_time = Histogram("outbound_call_talk_time_seconds",
+                                   "Talk time of answered calls as reported by the provider.",
+                                   labels, buckets=TALK_BUCKETS, registry=r)
+        r.register(StateCollector(accounts, clock))
+
+    def add_account(self, provider: str, account: str) -> AccountMetrics:
+        lv = (provider, account)
+        return AccountMetrics(
+            registered=self.registered.labels(*lv),
+            finished={s: self.finished.labels(*lv, s.value) for s in FINAL_STATES},
+            time_to_terminal={s: self.time_to_terminal.labels(*lv, s.value)
+                              for s in FINAL_STATES if s is not State.EXPIRED},
+            requests=self.requests.labels(*lv),
+            errors={e: self.errors.labels(*lv, e.value) for e in ErrorReason},
+            request_duration=self.request_duration.labels(*lv),
+            time_to_answer=self.time_to_answer.labels(*lv),
+            talk_time=self.talk_time.labels(*lv),
+        )
+
+
+class StateCollector(Collector):
+    """Scrape-time gauges computed from the in-memory per-account state."""
+
+    def __init__(self, accounts: Callable[[], Iterable[AccountView]], clock: Callable[[], float]) -> None:
+        self._accounts = accounts
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._clock()
+        calls = GaugeMetricFamily("outbound_calls", "Watched calls currently in each non-terminal state.",
+                                  labels=["provider", "account", "state"])
+        up = GaugeMetricFamily("outbound_call_account_up",
+                               "1 while the account's status requests authenticate and succeed.",
+                               labels=["provider", "account"])
+        last = GaugeMetricFamily("outbound_call_last_successful_poll_timestamp_seconds",
+                                 "Unix time of the last successful status request (0 before the first).",
+                                 labels=["provider", "account"])
+        for acc in self._accounts():
+            lv = [acc.provider_name, acc.name]
+            for state in ACTIVE_STATES:
+                calls.add_metric(lv + [state.value], acc.counts.get(state, 0))
+            up.add_metric(lv, 1.0 if acc.up(now) else 0.0)
+            last.add_metric(lv, acc.last_success)
+        info = GaugeMetricFamily("outbound_call_exporter_build_info", "Build information; always 1.",
+                                 labels=["version", "python_version"])
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield from (calls, up, last, info)

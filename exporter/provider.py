@@ -1,0 +1,183 @@
+"""The provider plugin contract: a sans-I/O description of one provider's status API.
+
+A plugin subclasses `Provider`, declares data (name, default base URL, settings and params
+models, status map, cadence) and implements `build_request` and `parse_body` (or
+`parse_response` when error responses need special handling). It never sends a request, sleeps
+or retries: the host does all of that, so a plugin is a pure function of its inputs and its
+tests need no server.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Any, ClassVar, Mapping
+from urllib.parse import quote
+
+import httpx
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+from .errors import PollError
+from .model import CallStatus, ErrorReason, State
+
+#: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (design.md, Limits).
+PATH_SEGMENT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+
+def _not_dot_segment(value: str) -> str:
+    if value in (".", ".."):
+        raise ValueError("must not be '.' or '..'")
+    return value
+
+
+PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment)]
+Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
+
+
+class ProviderSettings(BaseModel):
+    """Base of a plugin's account settings model; unknown keys are a config error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CallParams(BaseModel):
+    """Base of a plugin's per-call params model: the call id plus the plugin's path params.
+
+    Subclasses narrow `call_id` (e.g. to `Uuid`) and add fields; every string that goes into a
+    URL should be a `PathSegment` or narrower.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    call_id: PathSegment
+
+
+class Provider:
+    """One provider status API. The host makes one instance per configured account."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    default_base_url: ClassVar[str]
+    Settings: ClassVar[type[ProviderSettings]]
+    Params: ClassVar[type[CallParams]]
+    #: raw provider status (exactly as the API spells it) -> normalized state
+    status_map: ClassVar[Mapping[str, State]]
+    #: seconds between polls while a call is in each non-terminal state
+    cadence: ClassVar[Mapping[State, float]]
+
+    def __init__(self, settings: ProviderSettings, base_url: str | None = None) -> None:
+        self.settings = settings
+        self.base_url = (base_url or self.default_base_url_for(settings)).rstrip("/")
+
+    @classmethod
+    def default_base_url_for(cls, settings: ProviderSettings) -> str:
+        """The documented base URL; override when it depends on settings (e.g. a region)."""
+        return cls.default_base_url
+
+    # -- the two pure functions ---------------------------------------------------------
+
+    def build_request(self, call: CallParams) -> httpx.Request:
+        """The status request for `call` (use `self.url` so ids are encoded safely)."""
+        raise NotImplementedError
+
+    def parse_response(self, call: CallParams, response: httpx.Response) -> CallStatus:
+        """Turn a response into a `CallStatus`, or raise `PollError` naming the reason."""
+        self.raise_for_status(response)
+        return self.parse_body(call, self.json_object(response))
+
+    def parse_body(self, call: CallParams, body: dict[str, Any]) -> CallStatus:
+        """Parse a successful response's JSON object (called by `parse_response`)."""
+        raise NotImplementedError
+
+    # -- helpers plugins call -------------------------------------------------------------
+
+    def url(self, *segments: str, query: Mapping[str, str] | None = None) -> httpx.URL:
+        """`base_url` + each segment URL-encoded as exactly one path segment."""
+        path = "/".join(quote(str(s), safe="") for s in segments)
+        return httpx.URL(f"{self.base_url}/{path}", params=query)
+
+    def normalize(self, raw: Any) -> State:
+        """Map a raw status through `status_map`; anything unknown is `State.UNKNOWN`."""
+        return self.status_map.get(raw, State.UNKNOWN) if isinstance(raw, str) else State.UNKNOWN
+
+    @staticmethod
+    def raise_for_status(response: httpx.Response) -> None:
+        """Raise the `PollError` a non-2xx response stands for (the common HTTP semantics)."""
+        code = response.status_code
+        if 200 <= code < 300:
+            return
+        where = f"HTTP {code} from {response.request.url.path}" if _has_request(response) else f"HTTP {code}"
+        if code in (401, 403):
+            raise PollError(ErrorReason.UNAUTHORIZED, f"{where}: credentials refused")
+        if code == 404:
+            raise PollError(ErrorReason.NOT_FOUND, f"{where}: call not found")
+        if code == 429:
+            raise PollError(ErrorReason.RATE_LIMITED, f"{where}: rate limited",
+                            retry_after=parse_retry_after(response.headers.get("retry-after")))
+        if code >= 500:
+            raise PollError(ErrorReason.SERVER_ERROR, f"{where}: provider error",
+                            retry_after=parse_retry_after(response.headers.get("retry-after")))
+        raise PollError(ErrorReason.CLIENT_ERROR, f"{where}: request refused")
+
+    @staticmethod
+    def json_object(response: httpx.Response) -> dict[str, Any]:
+        """The body as a JSON object, or `PollError(invalid_response)`."""
+        try:
+            body = json.loads(response.content)
+        except (ValueError, RecursionError) as exc:
+            raise PollError(ErrorReason.INVALID_RESPONSE, f"body is not JSON: {type(exc).__name__}") from None
+        if not isinstance(body, dict):
+            raise PollError(ErrorReason.INVALID_RESPONSE, "body is not a JSON object")
+        return body
+
+
+def _has_request(response: httpx.Response) -> bool:
+    try:
+        response.request
+    except RuntimeError:
+        return False
+    return True
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """A provider timestamp (ISO 8601 string, or epoch seconds/milliseconds) as aware UTC.
+
+    Numbers above 10^11 are taken as milliseconds (10^11 s is the year 5138). Returns None
+    for null/empty; raises ValueError for anything else, which the host counts as an
+    invalid response.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("timestamp is a boolean")
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if abs(value) >= 1e11 else value
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    raise ValueError(f"timestamp of type {type(value).__name__}")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

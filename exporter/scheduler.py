@@ -1,0 +1,295 @@
+"""Per-account poll scheduling: a heap of next-poll times, concurrency and rate limits, backoff.
+
+Each account has its own `AccountPoller` (own heap, semaphore, rate limiter, transport), so an
+account that is down or rate-limited never delays another. A poll is: build the request
+(plugin), send it (transport), parse it (plugin), apply it (lifecycle), then record it (store,
+metrics) and schedule the next one from the provider's cadence — or back off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import time
+from typing import Callable
+
+from .config import Account
+from .errors import PollError
+from .lifecycle import Outcome, WatchedCall, apply_status, expire
+from .metrics import AccountMetrics
+from .model import ErrorReason, State
+from .store import Store, Update
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 300.0
+AUTH_BACKOFF_BASE_SECONDS = 5.0
+#: account_up drops to 0 when every request has failed for this long (auth failures: at once)
+DOWN_AFTER_SECONDS = 60.0
+#: failures that do not say anything about the account's health
+_CALL_LEVEL = frozenset({ErrorReason.NOT_FOUND, ErrorReason.CLIENT_ERROR, ErrorReason.RATE_LIMITED})
+
+
+def backoff(attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS) -> float:
+    """Exponential backoff with full jitter, added to the normal interval `base`."""
+    return base + random.uniform(0, min(cap, base * 2 ** min(attempt, 20)))
+
+
+class RateLimiter:
+    """Spaces requests at least 1/rate apart: never more than `rate` in any second."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class AccountPoller:
+    """Polls every watched call of one account."""
+
+    def __init__(self, account: Account, metrics: AccountMetrics, transport: Transport, store: Store,
+                 max_watch_seconds: float, wall_clock: Callable[[], float] = time.time) -> None:
+        self.account = account
+        self.name = account.name
+        self.provider_name = account.provider.name
+        self.metrics = metrics
+        self.transport = transport
+        self.store = store
+        self.max_watch_seconds = max_watch_seconds
+        self.wall = wall_clock
+        self.calls: dict[str, WatchedCall] = {}
+        self.counts: dict[State, int] = {}
+        self._heap: list[tuple[float, int, int, WatchedCall]] = []
+        self._tiebreak = itertools.count()
+        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._slots = asyncio.Semaphore(account.config.max_concurrency)
+        self._limiter = RateLimiter(account.config.max_requests_per_second)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.paused_until = 0.0  # loop time; set by 401/403 and 429
+        self._auth_failures = 0
+        self._failing_since: float | None = None  # wall time of the first failure in a row
+        self.started = self.wall()
+        self.last_success = 0.0
+
+    # -- account health (read by the collector) -----------------------------------------------
+
+    def up(self, now: float) -> bool:
+        if self._auth_failures:
+            return False
+        return self._failing_since is None or now - self._failing_since < DOWN_AFTER_SECONDS
+
+    def _succeeded(self, now: float) -> None:
+        self.last_success = now
+        self._auth_failures = 0
+        self._failing_since = None
+
+    def _failed(self, now: float) -> None:
+        if self._failing_since is None:
+            self._failing_since = now
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def add(self, call: WatchedCall, first_poll_within: float | None = None) -> None:
+        """Start watching; the first poll is jittered over one interval (or the given spread)."""
+        self.calls[call.call_id] = call
+        self.counts[call.state] = self.counts.get(call.state, 0) + 1
+        spread = self.account.cadence[call.state] if first_poll_within is None else first_poll_within
+        self._schedule(call, random.uniform(0, spread))
+
+    def remove(self, call_id: str) -> WatchedCall | None:
+        call = self.calls.pop(call_id, None)
+        if call is not None:
+            call.watching = False
+            self.counts[call.state] -= 1
+        return call
+
+    def _schedule(self, call: WatchedCall, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        call.gen += 1
+        due = loop.time() + delay
+        heapq.heappush(self._heap, (due, next(self._tiebreak), call.gen, call))
+        if self._heap[0][3] is call:
+            self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"poller-{self.name}")
+
+    async def stop(self, grace: float) -> None:
+        """Stop dispatching; let in-flight polls finish for up to `grace` seconds, then cancel."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.transport.aclose()
+
+    async def _sleep_until(self, when: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake.clear()
+        self._timer = loop.call_at(when, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            self._timer.cancel()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        heap = self._heap
+        while True:
+            if not heap:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            due, _, gen, call = heap[0]
+            if gen != call.gen or not call.watching:
+                heapq.heappop(heap)
+                continue
+            ready_at = max(due, self.paused_until)
+            if ready_at > loop.time():
+                await self._sleep_until(ready_at)
+                continue
+            heapq.heappop(heap)
+            await self._slots.acquire()
+            await self._limiter.wait()
+            task = asyncio.create_task(self._poll(call))
+            self._inflight.add(task)
+            task.add_done_callback(self._poll_done)
+
+    def _poll_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("poll task of account %s failed", self.name, exc_info=task.exception())
+
+    # -- one poll --------------------------------------------------------------------------------
+
+    async def _poll(self, call: WatchedCall) -> None:
+        if not call.watching:  # unwatched while it waited for a slot
+            return
+        now = self.wall()
+        if now - call.first_seen > self.max_watch_seconds:
+            self._finish(call, expire(call, now, "not terminal within max_watch_seconds"), now)
+            return
+        provider = self.account.provider
+        started = time.perf_counter()
+        self.metrics.requests.inc()
+        try:
+            try:
+                request = provider.build_request(call.params)
+                response = await self.transport.send(request)
+                status = provider.parse_response(call.params, response)
+            finally:
+                self.metrics.request_duration.observe(time.perf_counter() - started)
+        except PollError as exc:
+            self._on_error(call, exc)
+            return
+        except Exception as exc:  # a plugin bug must not stop the account: count it and back off
+            log.warning("account %s: plugin %s failed to handle a response: %s",
+                        self.name, self.provider_name, type(exc).__name__)
+            self._on_error(call, PollError(ErrorReason.INVALID_RESPONSE, type(exc).__name__))
+            return
+        now = self.wall()
+        self._succeeded(now)
+        if not call.watching:
+            return
+        if status.state is State.UNKNOWN:
+            _warn_unknown(self.provider_name, status.provider_status)
+        previous = call.state
+        outcome = apply_status(call, status, now, self.account.secrets, self.account.secret_fields)
+        if outcome.time_to_answer is not None:
+            self.metrics.time_to_answer.observe(outcome.time_to_answer)
+        if outcome.finished:
+            self._finish(call, outcome, now, polls=1)
+            return
+        self._move(previous, call.state)
+        call.errors = 0
+        self.store.queue(Update(call.seq, outcome.fields, polls=1, history=outcome.history))
+        self._schedule(call, self.account.cadence[call.state])
+
+    def _on_error(self, call: WatchedCall, exc: PollError) -> None:
+        reason = exc.reason
+        self.metrics.errors[reason].inc()
+        now = self.wall()
+        loop_now = asyncio.get_running_loop().time()
+        log.debug("account %s call %s: %s", self.name, call.call_id, exc)
+        if reason not in _CALL_LEVEL:
+            self._failed(now)
+        if not call.watching:
+            return
+        self.store.queue(Update(call.seq, {"last_polled_at": now}, polls=1, poll_errors=1))
+        cadence = self.account.cadence[call.state]
+        if reason is ErrorReason.NOT_FOUND:
+            grace = self.account.config.not_found_grace_seconds
+            if call.seen or now - call.first_seen >= grace:
+                why = "provider no longer knows the call (404 after its retention window)" if call.seen \
+                    else f"provider did not know the call within not_found_grace_seconds ({grace:g})"
+                self._finish(call, expire(call, now, why), now)
+            else:
+                self._schedule(call, cadence)
+            return
+        if reason is ErrorReason.UNAUTHORIZED:
+            self._auth_failures += 1
+            pause = backoff(self._auth_failures, AUTH_BACKOFF_BASE_SECONDS)
+            self.paused_until = max(self.paused_until, loop_now + pause)
+            log.warning("account %s: credentials refused (%s); pausing all polls for %.0fs",
+                        self.name, exc, pause)
+            self._schedule(call, pause + random.uniform(0, cadence))
+            return
+        if reason is ErrorReason.RATE_LIMITED:
+            wait = exc.retry_after if exc.retry_after is not None else backoff(call.errors + 1, cadence)
+            self.paused_until = max(self.paused_until, loop_now + wait)
+            self._schedule(call, wait + random.uniform(0, cadence))
+            return
+        call.errors += 1
+        delay = backoff(call.errors, cadence)
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        self._schedule(call, delay)
+
+    def _move(self, old: State, new: State) -> None:
+        if old is not new:
+            self.counts[old] -= 1
+            self.counts[new] = self.counts.get(new, 0) + 1
+
+    def _finish(self, call: WatchedCall, outcome: Outcome, now: float, polls: int = 0) -> None:
+        """A terminal state: count it once, persist it, forget the call."""
+        self.counts[outcome.previous] -= 1
+        del self.calls[call.call_id]
+        call.watching = False
+        state = outcome.finished
+        assert state is not None
+        self.metrics.finished[state].inc()
+        if outcome.time_to_terminal is not None and state in self.metrics.time_to_terminal:
+            self.metrics.time_to_terminal[state].observe(outcome.time_to_terminal)
+        if outcome.talk_time is not None:
+            self.metrics.talk_time.observe(outcome.talk_time)
+        self.store.queue(Update(call.seq, outcome.fields, polls=polls, history=outcome.history))
+
+
+_unknown_seen: set[tuple[str, str]] = set()
+
+
+def _warn_unknown(provider: str, raw: str) -> None:
+    """Log each unknown raw status once per provider (the value is bounded by what providers send)."""
+    key = (provider, raw[:64])
+    if key not in _unknown_seen and len(_unknown_seen) < 1000:
+        _unknown_seen.add(key)
+        log.warning("provider %s returned unknown status %r; the call stays in state unknown and is polled",
+                    provider, raw[:64])

@@ -1,0 +1,390 @@
+"""Durable call store: SQLite in WAL mode.
+
+All SQLite work runs on one dedicated thread, so the event loop never blocks on disk and the
+connection is never shared. Registrations are committed before the caller is answered. Poll
+results are write-behind: queued, then applied in one transaction per flush (every
+`flush_interval` or sooner when many are queued) — and every read first applies what is
+queued, so the API always reads its own writes. A SIGKILL can lose at most the last flush
+interval of poll results; those calls are still non-terminal in the store and are simply
+polled again after restart, so no outcome is lost or recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from .errors import ExporterError
+from .model import TERMINAL_STATES
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    account TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    provider_status TEXT,
+    reason TEXT,
+    watching INTEGER NOT NULL,
+    seen INTEGER NOT NULL DEFAULT 0,
+    created_at REAL, answered_at REAL, ended_at REAL, duration_seconds REAL,
+    first_seen_at REAL NOT NULL,
+    last_polled_at REAL,
+    polls INTEGER NOT NULL DEFAULT 0,
+    poll_errors INTEGER NOT NULL DEFAULT 0,
+    extras TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (account, call_id)
+);
+CREATE INDEX IF NOT EXISTS calls_watching ON calls (seq) WHERE watching = 1;
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_seq INTEGER NOT NULL REFERENCES calls (seq),
+    state TEXT NOT NULL,
+    provider_status TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_call ON history (call_seq);
+"""
+
+UPDATABLE = frozenset({
+    "state", "provider_status", "reason", "watching", "seen", "created_at", "answered_at",
+    "ended_at", "duration_seconds", "last_polled_at", "extras",
+})
+
+
+class StoreError(ExporterError):
+    """The store cannot be opened or written (path, permissions, disk full)."""
+
+
+@dataclass
+class NewCall:
+    account: str
+    call_id: str
+    provider: str
+    params: dict[str, Any]
+    first_seen_at: float
+
+
+@dataclass
+class Update:
+    """A poll's result for one call: changed columns, counter increments, new history rows."""
+
+    seq: int
+    fields: dict[str, Any] = field(default_factory=dict)
+    polls: int = 0
+    poll_errors: int = 0
+    history: list[tuple[str, str | None, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Registered:
+    seq: int
+    inserted: bool  # a new record
+    started: bool  # watching started now (new, or an unwatched non-terminal call watched again)
+    state: str
+
+
+@dataclass
+class StoredCall:
+    """A non-terminal watched call as loaded at start-up."""
+
+    seq: int
+    account: str
+    call_id: str
+    provider: str
+    params: dict[str, Any]
+    state: str
+    provider_status: str | None
+    seen: bool
+    created_at: float | None
+    answered_at: float | None
+    first_seen_at: float
+
+
+class Store:
+    """The SQLite file, driven from one worker thread through async methods."""
+
+    def __init__(self, path: Path, flush_interval: float = 0.25, max_pending: int = 2000) -> None:
+        self.path = Path(path)
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[Update] = []
+        self._lock = threading.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.write_errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(self._open)
+        self._flusher = asyncio.create_task(self._flush_loop(), name="store-flush")
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        self._db = db
+
+    async def close(self) -> None:
+        if self._flusher:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._apply_pending()
+            self._db.close()
+            self._db = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    # -- write-behind poll results ---------------------------------------------------------
+
+    def queue(self, update: Update) -> None:
+        with self._lock:
+            self._pending.append(update)
+            if len(self._pending) >= self.max_pending:
+                self._wake.set()
+
+    async def flush(self) -> None:
+        await self._run(self._apply_pending)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._pending:
+                try:
+                    await self.flush()
+                except StoreError:
+                    pass  # counted in write_errors and logged by the caller's metrics; retried next tick
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            with self._transaction() as db:
+                for up in batch:
+                    self._apply(db, up)
+        except sqlite3.Error as exc:
+            with self._lock:  # keep them: nothing is dropped on a transient disk error
+                self._pending[:0] = batch
+            self.write_errors += 1
+            raise StoreError(f"cannot write store {self.path}: {exc}") from None
+
+    @staticmethod
+    def _apply(db: sqlite3.Connection, up: Update) -> None:
+        cols = {k: v for k, v in up.fields.items() if k in UPDATABLE}
+        if "extras" in cols:
+            cols["extras"] = json.dumps(cols["extras"], default=str)
+        sets = [f"{k} = ?" for k in cols] + ["polls = polls + ?", "poll_errors = poll_errors + ?"]
+        db.execute(f"UPDATE calls SET {', '.join(sets)} WHERE seq = ?",
+                   (*cols.values(), up.polls, up.poll_errors, up.seq))
+        if up.history:
+            db.executemany("INSERT INTO history (call_seq, state, provider_status, at) VALUES (?, ?, ?, ?)",
+                           [(up.seq, *h) for h in up.history])
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type: Any, *_: Any) -> None:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _transaction(self) -> "Store._Tx":
+        return Store._Tx(self.db)
+
+    # -- registrations (durable before returning) ------------------------------------------
+
+    async def register(self, calls: list[NewCall], initial_state: str) -> list[Registered]:
+        """Insert calls in one transaction, committed before returning; one `Registered` each.
+
+        A known call that was unwatched before reaching a terminal state is watched again.
+        """
+        return await self._run(self._register, calls, initial_state)
+
+    def _register(self, calls: list[NewCall], initial_state: str) -> list[Registered]:
+        self._apply_pending()
+        out = []
+        terminal = tuple(s.value for s in TERMINAL_STATES)
+        try:
+            with self._transaction() as db:
+                for c in calls:
+                    cur = db.execute(
+                        "INSERT INTO calls (account, call_id, provider, params, state, watching, first_seen_at)"
+                        " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (account, call_id) DO NOTHING",
+                        (c.account, c.call_id, c.provider, json.dumps(c.params), initial_state, c.first_seen_at))
+                    if cur.rowcount:
+                        db.execute("INSERT INTO history (call_seq, state, provider_status, at) VALUES (?, ?, NULL, ?)",
+                                   (cur.lastrowid, initial_state, c.first_seen_at))
+                        out.append(Registered(cur.lastrowid, True, True, initial_state))
+                        continue
+                    seq, state, watching = db.execute(
+                        "SELECT seq, state, watching FROM calls WHERE account = ? AND call_id = ?",
+                        (c.account, c.call_id)).fetchone()
+                    rewatch = not watching and state not in terminal
+                    if rewatch:
+                        db.execute("UPDATE calls SET watching = 1 WHERE seq = ?", (seq,))
+                    out.append(Registered(seq, False, rewatch, state))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write store {self.path}: {exc}") from None
+        return out
+
+    async def unwatch(self, account: str, call_id: str) -> dict[str, Any] | None:
+        return await self._run(self._unwatch, account, call_id)
+
+    def _unwatch(self, account: str, call_id: str) -> dict[str, Any] | None:
+        self._apply_pending()
+        try:
+            self.db.execute("UPDATE calls SET watching = 0 WHERE account = ? AND call_id = ?", (account, call_id))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write store {self.path}: {exc}") from None
+        return self._get(account, call_id)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def load_active(self) -> list[StoredCall]:
+        return await self._run(self._load_active)
+
+    def _load_active(self) -> list[StoredCall]:
+        rows = self.db.execute(
+            "SELECT seq, account, call_id, provider, params, state, provider_status, seen, created_at,"
+            " answered_at, first_seen_at FROM calls WHERE watching = 1")
+        terminal = {s.value for s in TERMINAL_STATES}
+        return [StoredCall(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], bool(r[7]), r[8], r[9], r[10])
+                for r in rows if r[5] not in terminal]
+
+    async def get(self, account: str, call_id: str) -> dict[str, Any] | None:
+        return await self._run(self._get, account, call_id)
+
+    def _get(self, account: str, call_id: str) -> dict[str, Any] | None:
+        self._apply_pending()
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM calls WHERE account = ? AND call_id = ?",
+                              (account, call_id)).fetchone()
+        return self._records([row])[0] if row else None
+
+    async def get_many(self, seqs: list[int]) -> list[dict[str, Any]]:
+        return await self._run(self._get_many, seqs)
+
+    def _get_many(self, seqs: list[int]) -> list[dict[str, Any]]:
+        self._apply_pending()
+        rows = []
+        for chunk in _chunks(seqs, 500):
+            rows += self.db.execute(f"SELECT {_COLUMNS} FROM calls WHERE seq IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall()
+        by_seq = {r[0]: r for r in rows}
+        return self._records([by_seq[s] for s in seqs])
+
+    async def list(self, account: str | None, state: str | None, since: float | None,
+                   limit: int, cursor: int | None) -> tuple[list[dict[str, Any]], int | None]:
+        return await self._run(self._list, account, state, since, limit, cursor)
+
+    def _list(self, account: str | None, state: str | None, since: float | None,
+              limit: int, cursor: int | None) -> tuple[list[dict[str, Any]], int | None]:
+        self._apply_pending()
+        where, args = [], []
+        for clause, value in (("account = ?", account), ("state = ?", state),
+                              ("first_seen_at >= ?", since), ("seq < ?", cursor)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = f"SELECT {_COLUMNS} FROM calls {'WHERE ' + ' AND '.join(where) if where else ''}" \
+              f" ORDER BY seq DESC LIMIT ?"
+        rows = self.db.execute(sql, (*args, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return self._records(rows), (rows[-1][0] if more and rows else None)
+
+    def _records(self, rows: list[tuple]) -> list[dict[str, Any]]:
+        history: dict[int, list[dict[str, Any]]] = {r[0]: [] for r in rows}
+        for chunk in _chunks(list(history), 500):
+            for seq, state, status, at in self.db.execute(
+                    f"SELECT call_seq, state, provider_status, at FROM history WHERE call_seq IN"
+                    f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk):
+                history[seq].append({"state": state, "provider_status": status, "at": iso(at)})
+        return [_record(r, history[r[0]]) for r in rows]
+
+    def integrity_check(self) -> str:
+        """`PRAGMA integrity_check` result ("ok" when healthy); for tests and operators."""
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+_COLUMNS = ("seq, account, provider, call_id, params, state, provider_status, reason, watching, created_at,"
+            " answered_at, ended_at, duration_seconds, first_seen_at, last_polled_at, polls, poll_errors, extras")
+
+
+def _record(r: tuple, history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "account": r[1], "provider": r[2], "call_id": r[3], "params": json.loads(r[4]),
+        "state": r[5], "provider_status": r[6], "reason": r[7],
+        "watching": bool(r[8]),
+        "created_at": iso(r[9]), "answered_at": iso(r[10]), "ended_at": iso(r[11]),
+        "duration_seconds": r[12], "first_seen_at": iso(r[13]), "last_polled_at": iso(r[14]),
+        "polls": r[15], "poll_errors": r[16], "extras": json.loads(r[17]), "history": history,
+    }
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def encode_cursor(seq: int | None) -> str | None:
+    return None if seq is None else base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """Raises ValueError for anything that is not one of our cursors."""
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    if not raw.startswith("s") or not raw[1:].isdigit():
+        raise ValueError("not a cursor")
+    return int(raw[1:])
+
+
+def _chunks(items: list[T], n: int) -> Iterator[list[T]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+

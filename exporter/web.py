@@ -1,0 +1,253 @@
+"""HTTP side: /metrics, the REST API and health endpoints (an aiohttp app factory).
+
+Every error is `{"error": "..."}` with a 4xx status naming the field or value; nothing a client
+sends can produce a 500 (unexpected failures are logged and answered with a generic 500).
+Access logs carry the path only, never the query string (webhook tokens may travel there).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from prometheus_client.exposition import choose_encoder
+
+from .errors import RequestError
+from .model import State
+from .service import Service
+from .store import StoreError, decode_cursor, encode_cursor
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_DEPTH = 32
+MAX_LIST_LIMIT = 1000
+SERVICE_KEY = web.AppKey("service", Service)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return error(exc.status, str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            message = {413: f"request body is larger than max_request_bytes"}.get(exc.status, exc.reason)
+            return error(exc.status, message)
+        raise
+    except StoreError as exc:
+        log.error("%s", exc)
+        return error(503, "the call store cannot be written; see the exporter's log")
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error(500, "internal error; see the exporter's log")
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Method, path (no query string), status and time."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.debug('%s "%s %s" %s %.3fs', request.remote, request.method, request.path,
+                         response.status, time)
+
+
+def create_app(service: Service) -> web.Application:
+    app = web.Application(client_max_size=service.config.max_request_bytes, middlewares=[errors_as_json])
+    app[SERVICE_KEY] = service
+    app.add_routes([
+        web.get("/", index),
+        web.get("/metrics", metrics),
+        web.get("/-/healthy", healthy),
+        web.get("/-/ready", ready),
+        web.post("/api/v1/calls", register_calls),
+        web.get("/api/v1/calls", list_calls),
+        web.get("/api/v1/calls/{account}/{call_id}", get_call),
+        web.delete("/api/v1/calls/{account}/{call_id}", delete_call),
+    ])
+    return app
+
+
+# -- health and metrics ---------------------------------------------------------------------------
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(content_type="text/html", text=(
+        "<html><head><title>outbound-call-exporter</title></head><body><h1>outbound-call-exporter</h1>"
+        '<p><a href="/metrics">Metrics</a> · <a href="/api/v1/calls">Calls</a> · '
+        '<a href="/-/healthy">Health</a> · <a href="/-/ready">Ready</a></p></body></html>'))
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    if request.app[SERVICE_KEY].ready:
+        return web.Response(text="Ready\n")
+    return web.Response(status=503, text="Not ready: loading the store\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(request.app[SERVICE_KEY].metrics.registry)
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression()
+    return response
+
+
+# -- REST API ---------------------------------------------------------------------------------------
+
+
+def _check_token(request: web.Request) -> None:
+    token = request.app[SERVICE_KEY].config.api_token
+    if token is None:
+        return
+    given = request.headers.get("Authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise RequestError("missing or wrong bearer token (Authorization: Bearer <api_token>)", 401)
+
+
+def _require_ready(request: web.Request) -> Service:
+    service = request.app[SERVICE_KEY]
+    if not service.ready:
+        raise RequestError("the service is starting (loading the store); retry shortly", 503)
+    return service
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON: no duplicate keys, no NaN, bounded depth; 400/415 otherwise."""
+    ctype = request.content_type
+    if request.headers.get("Content-Type") and ctype not in ("application/json", "application/x-ndjson"):
+        raise RequestError(f"Content-Type {ctype!r} is not supported; send application/json", 415)
+    raw = await request.read()
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise RequestError("body is not valid UTF-8", 400) from None
+    except RecursionError:
+        raise RequestError(f"body is nested deeper than {MAX_JSON_DEPTH} levels", 400) from None
+    except ValueError as exc:
+        raise RequestError(f"body is not valid JSON: {exc}", 400) from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise RequestError(f"body is nested deeper than {MAX_JSON_DEPTH} levels", 400)
+    return data
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:64]!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        nxt: list[Any] = []
+        for v in level:
+            if isinstance(v, dict):
+                nxt.extend(v.values())
+            elif isinstance(v, list):
+                nxt.extend(v)
+        level = nxt
+    return depth - 1
+
+
+async def register_calls(request: web.Request) -> web.Response:
+    _check_token(request)
+    service = _require_ready(request)
+    body = await read_json(request)
+    if isinstance(body, list):
+        if not body:
+            raise RequestError("body: an empty batch registers nothing", 400)
+        if len(body) > service.config.max_batch:
+            raise RequestError(f"batch of {len(body)} is over max_batch ({service.config.max_batch})", 413)
+        results = await service.register(body)
+        created = sum(1 for _, new in results if new)
+        return web.json_response({"calls": [record for record, _ in results], "created": created,
+                                  "existing": len(results) - created}, status=201 if created else 200)
+    if not isinstance(body, dict):
+        raise RequestError("body must be a JSON object (or an array of objects for a batch)", 400)
+    [(record, created)] = await service.register([body])
+    return web.json_response(record, status=201 if created else 200)
+
+
+async def get_call(request: web.Request) -> web.Response:
+    service = _require_ready(request)
+    account, call_id = request.match_info["account"], request.match_info["call_id"]
+    if account not in service.pollers:
+        raise RequestError(f"account: unknown account {account[:64]!r}", 404)
+    record = await service.store.get(account, call_id)
+    if record is None:
+        raise RequestError(f"call_id: no call {call_id[:128]!r} in account {account!r}", 404)
+    return web.json_response(record)
+
+
+async def delete_call(request: web.Request) -> web.Response:
+    _check_token(request)
+    service = _require_ready(request)
+    account, call_id = request.match_info["account"], request.match_info["call_id"]
+    record = await service.unwatch(account, call_id)
+    if record is None:
+        raise RequestError(f"call_id: no call {call_id[:128]!r} in account {account!r}", 404)
+    return web.json_response(record)
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    service = _require_ready(request)
+    q = request.query
+    account = q.get("account") or None
+    if account is not None and account not in service.pollers:
+        raise RequestError(f"account: unknown account {account[:64]!r}", 404)
+    state = q.get("state") or None
+    if state is not None and state not in State._value2member_map_:
+        raise RequestError(f"state: {state[:32]!r} is not one of {', '.join(s.value for s in State)}", 400)
+    since = _parse_since(q.get("since"))
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise RequestError("limit: must be an integer", 400) from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise RequestError(f"limit: must be between 1 and {MAX_LIST_LIMIT}", 400)
+    cursor = None
+    if q.get("cursor"):
+        try:
+            cursor = decode_cursor(q["cursor"])
+        except ValueError:
+            raise RequestError("cursor: not a cursor returned by this API", 400) from None
+    records, last = await service.store.list(account, state, since, limit, cursor)
+    return web.json_response({"calls": records, "next": encode_cursor(last)})
+
+
+def _parse_since(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise RequestError("since: must be an ISO 8601 timestamp, e.g. 2026-01-31T12:00:00Z", 400) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()

@@ -1,0 +1,107 @@
+"""Telzino outbound calls: `GET /v1/agents/{agentId}/outbound-calls/{callId}`, Bearer token.
+
+Status mapping (every documented value; see ../shared/provider-docs/telzino-outbound-calls.md):
+
+| Telzino raw | normalized |
+|---|---|
+| queued, dispatching, dispatched | queued (dispatching/dispatched are internal steps before dialling) |
+| dialing | dialing |
+| in_progress | in_progress |
+| completed | completed |
+| no_answer | no_answer (after ~45 s of ringing) |
+| busy | busy (includes rejected calls) |
+| failed | failed |
+
+The record's `created_at` / `answered_at` / `ended_at` (ISO 8601, µs, +00:00) are the
+provider's clock: time to terminal and time to answer are measured on them. `duration` is
+talk time. Telzino documents no polling cadence; the design's defaults apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from outbound_call_exporter import (CallParams, CallStatus, Provider, ProviderSettings, State, Uuid, hookimpl,
+                                    parse_timestamp)
+
+STATUS_MAP = {
+    "queued": State.QUEUED,
+    "dispatching": State.QUEUED,
+    "dispatched": State.QUEUED,
+    "dialing": State.DIALING,
+    "in_progress": State.IN_PROGRESS,
+    "completed": State.COMPLETED,
+    "no_answer": State.NO_ANSWER,
+    "busy": State.BUSY,
+    "failed": State.FAILED,
+}
+
+#: record fields kept in the call's `extras` (the summary and context stay at Telzino)
+EXTRAS = ("to_number", "error", "sip_status_code", "transcript_id", "callback_delivered", "request_metadata")
+
+
+class TelzinoSettings(ProviderSettings):
+    token: SecretStr
+    agent_id: Uuid | None = None
+
+
+class TelzinoParams(CallParams):
+    call_id: Uuid
+    agent_id: Uuid
+
+
+class Telzino(Provider):
+    name = "telzino"
+    description = "Telzino outbound calls API (Bearer token)"
+    default_base_url = "https://api.telzino.com"
+    Settings = TelzinoSettings
+    Params = TelzinoParams
+    status_map = STATUS_MAP
+    cadence = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 10.0}
+
+    settings: TelzinoSettings
+
+    def build_request(self, call: TelzinoParams) -> httpx.Request:  # type: ignore[override]
+        return httpx.Request(
+            "GET", self.url("v1", "agents", call.agent_id, "outbound-calls", call.call_id),
+            headers={"Authorization": f"Bearer {self.settings.token.get_secret_value()}",
+                     "Accept": "application/json"},
+        )
+
+    def parse_body(self, call: TelzinoParams, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
+        raw = body.get("status")
+        if not isinstance(raw, str):
+            raise ValueError("status is missing or not a string")
+        state = self.normalize(raw)
+        created = parse_timestamp(body.get("created_at"))
+        answered = parse_timestamp(body.get("answered_at"))
+        ended = parse_timestamp(body.get("ended_at"))
+        # the provider's time for entering this status, where the record has one
+        since = {"queued": created, "in_progress": answered}.get(raw, ended if state.terminal else None)
+        duration = body.get("duration")
+        return CallStatus(
+            state=state,
+            provider_status=raw,
+            reason=body.get("error") if isinstance(body.get("error"), str) else None,
+            created_at=created,
+            answered_at=answered,
+            ended_at=ended,
+            duration_seconds=float(duration) if isinstance(duration, (int, float)) else None,
+            state_since=since,
+            extras={k: body[k] for k in EXTRAS if body.get(k) is not None},
+        )
+
+
+@hookimpl
+def register_providers(register):
+    register(Telzino)
+
+
+@hookimpl
+def register_fakes(register):
+    from .fake import TelzinoFake
+
+    register(TelzinoFake)
