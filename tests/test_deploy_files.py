@@ -1,0 +1,517 @@
+"""Deployment files reference each other consistently.
+
+Docker cannot run where these tests run, so instead of `docker compose up`
+this checks what would break it: paths mounted into containers exist and hold
+what the services look for, ports and service names agree between the
+Dockerfile, compose, Prometheus' scrape config and Grafana's datasource, the
+Prometheus job name is the one the alerts watch, and the dashboard is
+well-formed (variables, units, descriptions, thresholds equal to the alerts').
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+PYPROJECT = REPO / "pyproject.toml"
+PROM_CONFIG = REPO / "prometheus" / "prometheus.yml"
+RULES = REPO / "prometheus" / "rules.yml"
+ALERTS = REPO / "prometheus" / "alerts.yml"
+DASHBOARD = REPO / "grafana" / "dashboards" / "outbound-calls.json"
+PROVISIONING = REPO / "grafana" / "provisioning"
+DOCS = REPO / "docs" / "dashboards-and-alerts.md"
+
+DEFAULT_PORT = 9877  # design.md: listen_address "0.0.0.0:9877"
+PROMETHEUS_PORT = 9090
+GRAFANA_PORT = 3000
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def service(name: str) -> dict:
+    return compose()["services"][name]
+
+
+def bind_mounts(svc: dict) -> list[tuple[Path, PurePosixPath]]:
+    """(repo path, container path) for every ./relative bind mount of a service."""
+    mounts = []
+    for volume in svc.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts.append(((REPO / source).resolve(), PurePosixPath(target)))
+    return mounts
+
+
+def to_repo_path(svc: dict, container_path: str | PurePosixPath) -> Path:
+    """The repo file a container path of a service comes from, via its bind mounts."""
+    container_path = PurePosixPath(container_path)
+    for source, target in bind_mounts(svc):
+        if container_path == target or target in container_path.parents:
+            return source / container_path.relative_to(target)
+    raise AssertionError(f"{container_path} is not inside any bind mount of the service")
+
+
+def published_ports(svc: dict) -> dict[int, int]:
+    """container port -> host port."""
+    out = {}
+    for entry in svc.get("ports", []):
+        parts = str(entry).split(":")
+        out[int(parts[-1])] = int(parts[-2])
+    return out
+
+
+def command_args(svc: dict) -> list[str]:
+    cmd = svc.get("command", [])
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def option(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined, comments dropped."""
+    lines, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        lines.append(current)
+        current = ""
+    out = []
+    for line in lines:
+        keyword, _, rest = line.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def final_stage() -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (k, _) in enumerate(instructions) if k == "FROM")
+    return instructions[last_from:]
+
+
+def json_or_words(args: str) -> list[str]:
+    args = args.strip()
+    if args.startswith("["):
+        return json.loads(args)
+    return shlex.split(args)
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or a parent decides."""
+    patterns = [p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")]
+    parts = PurePosixPath(path).parts
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        globs = [pattern] + ([pattern[3:]] if pattern.startswith("**/") else [])
+        if any(fnmatch.fnmatchcase(c, g) for c in candidates for g in globs):
+            excluded = not negate
+    return excluded
+
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panels() -> list[dict]:
+    out = []
+    for panel in dashboard()["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return [p for p in out if p.get("type") != "row"]
+
+
+def alert_rules() -> list[dict]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
+
+
+def recorded_names() -> set[str]:
+    doc = yaml.safe_load(RULES.read_text())
+    return {r["record"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+
+
+def alert_thresholds(alert: str, series: str) -> set[float]:
+    """Numbers compared with `series > N` in the expressions of an alert."""
+    found = set()
+    for rule in alert_rules():
+        if rule["alert"] == alert:
+            for number in re.findall(re.escape(series) + r"[^\n]*?>\s*([\d.]+)", rule["expr"]):
+                found.add(float(number))
+    return found
+
+
+def panel_thresholds(panel: dict) -> set[float]:
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    return {float(s["value"]) for s in steps if s["value"] is not None}
+
+
+def panels_with_expr(fragment: str) -> list[dict]:
+    return [p for p in panels() if any(fragment in t.get("expr", "") for t in p.get("targets", []))]
+
+
+# ------------------------------------------------------------------ compose
+
+
+def test_compose_has_the_three_services():
+    assert {"exporter", "prometheus", "grafana"} <= set(compose()["services"])
+
+
+def test_compose_bind_mount_sources_exist():
+    for name, svc in compose()["services"].items():
+        for source, _ in bind_mounts(svc):
+            assert source.exists(), f"{name}: mounts missing {source.relative_to(REPO)}"
+
+
+def test_compose_images_are_pinned():
+    for name, svc in compose()["services"].items():
+        if "image" in svc and "build" not in svc:
+            assert ":" in svc["image"] and not svc["image"].endswith(":latest"), name
+
+
+def test_exporter_service_runs_the_demo_on_the_exposed_port():
+    svc = service("exporter")
+    build = svc["build"]
+    context = build if isinstance(build, str) else build.get("context", ".")
+    dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+    assert (REPO / context / dockerfile).resolve() == DOCKERFILE
+    args = command_args(svc)
+    assert args[0] == "demo"
+    listen = option(args, "--listen")
+    assert listen is not None, "the demo must listen on all interfaces inside the container"
+    host, port = listen.rsplit(":", 1)
+    assert host == "0.0.0.0"
+    assert int(port) == DEFAULT_PORT
+    assert DEFAULT_PORT in published_ports(svc)
+    store = option(args, "--store")
+    assert store is not None
+    volume_targets = [v.split(":")[1] for v in svc.get("volumes", [])]
+    assert any(PurePosixPath(t) in PurePosixPath(store).parents for t in volume_targets), (
+        "the demo store should live on a volume"
+    )
+
+
+def test_prometheus_service_loads_the_repo_config_and_rules():
+    svc = service("prometheus")
+    config_path = option(command_args(svc), "--config.file")
+    assert config_path
+    assert to_repo_path(svc, config_path).resolve() == PROM_CONFIG
+    config = yaml.safe_load(PROM_CONFIG.read_text())
+    rule_files = {
+        to_repo_path(svc, PurePosixPath(config_path).parent / f).resolve() for f in config["rule_files"]
+    }
+    assert rule_files == {RULES, ALERTS}
+    assert PROMETHEUS_PORT in published_ports(svc)
+
+
+def test_prometheus_scrapes_the_exporter_service_with_the_alerted_job_name():
+    config = yaml.safe_load(PROM_CONFIG.read_text())
+    (job,) = [j for j in config["scrape_configs"] if "outbound" in j["job_name"]]
+    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"exporter:{DEFAULT_PORT}"]
+    assert "exporter" in compose()["services"]
+    (absent,) = [r for r in alert_rules() if r["alert"] == "OutboundCallExporterAbsent"]
+    assert f'job="{job["job_name"]}"' in absent["expr"]
+    assert job["job_name"] in ALERTS.read_text().split("groups:")[0], "document the job name atop alerts.yml"
+
+
+def test_grafana_provisioning_is_mounted_where_grafana_reads_it():
+    svc = service("grafana")
+    for kind in ("datasources", "dashboards"):
+        source = to_repo_path(svc, f"/etc/grafana/provisioning/{kind}")
+        assert source == (PROVISIONING / kind).resolve()
+        assert list(source.glob("*.yml")), f"no provisioning file in grafana/provisioning/{kind}"
+    home = svc["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert to_repo_path(svc, home).resolve() == DASHBOARD
+    assert GRAFANA_PORT in published_ports(svc)
+
+
+def test_grafana_datasource_points_at_the_prometheus_service():
+    (path,) = (PROVISIONING / "datasources").glob("*.yml")
+    doc = yaml.safe_load(path.read_text())
+    (ds,) = doc["datasources"]
+    assert ds["type"] == "prometheus"
+    assert ds["url"] == f"http://prometheus:{PROMETHEUS_PORT}"
+    assert "prometheus" in compose()["services"]
+    scrape_interval = yaml.safe_load(PROM_CONFIG.read_text())["global"]["scrape_interval"]
+    assert ds["jsonData"]["timeInterval"] == scrape_interval
+
+
+def test_grafana_dashboard_provider_finds_the_dashboard():
+    (path,) = (PROVISIONING / "dashboards").glob("*.yml")
+    doc = yaml.safe_load(path.read_text())
+    (provider,) = doc["providers"]
+    assert provider["type"] == "file"
+    folder = to_repo_path(service("grafana"), provider["options"]["path"])
+    assert (folder / DASHBOARD.name).resolve() == DASHBOARD
+
+
+def test_alert_dashboard_urls_open_this_dashboard_on_the_compose_grafana():
+    uid = dashboard()["uid"]
+    host_port = published_ports(service("grafana"))[GRAFANA_PORT]
+    for rule in alert_rules():
+        url = rule["annotations"]["dashboard_url"]
+        assert url.startswith(f"http://localhost:{host_port}/d/{uid}/"), (rule["alert"], url)
+        if "$labels.account" in rule["expr"] or "by (provider, account)" in rule["expr"]:
+            assert "var-account={{ $labels.account }}" in url, rule["alert"]
+            assert "var-provider={{ $labels.provider }}" in url, rule["alert"]
+
+
+# --------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_is_multi_stage_on_slim_python():
+    instructions = dockerfile_instructions()
+    args = dict(
+        a.split("=", 1) for k, a in instructions if k == "ARG" and "=" in a
+    )
+    froms = [a for k, a in instructions if k == "FROM"]
+    assert len(froms) >= 2
+    for line in froms:
+        image = line.split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], image)
+        assert image.startswith("python:") and "slim" in image, image
+
+
+def test_dockerfile_runs_as_non_root():
+    users = [a for k, a in final_stage() if k == "USER"]
+    assert users, "final stage needs a USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+
+
+def test_dockerfile_healthcheck_uses_python_on_healthy():
+    (check,) = [a for k, a in final_stage() if k == "HEALTHCHECK"]
+    assert "CMD" in check
+    cmd = check.split("CMD", 1)[1]
+    assert "python" in cmd
+    assert "curl" not in cmd and "wget" not in cmd
+    env = " ".join(a for k, a in final_stage() if k == "ENV")
+    url = re.search(r'HEALTHCHECK_URL="([^"]+)"', env)[1] if "HEALTHCHECK_URL" in cmd else cmd
+    assert f"127.0.0.1:{DEFAULT_PORT}/-/healthy" in url
+
+
+def test_dockerfile_exposes_port_volumes_and_entrypoint():
+    stage = final_stage()
+    exposed = [int(p.split("/")[0]) for k, a in stage if k == "EXPOSE" for p in a.split()]
+    assert exposed == [DEFAULT_PORT]
+    (volumes,) = [json_or_words(a) for k, a in stage if k == "VOLUME"]
+    assert "/etc/outbound-call-exporter" in volumes
+    assert "/var/lib/outbound-call-exporter" in volumes
+    (workdir,) = [a for k, a in stage if k == "WORKDIR"][-1:]
+    assert workdir in volumes, "the working directory (default store_path ./data) should be the store volume"
+    (entrypoint,) = [json_or_words(a) for k, a in stage if k == "ENTRYPOINT"]
+    scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
+    assert entrypoint == ["outbound-call-exporter"]
+    assert entrypoint[0] in scripts
+    (cmd,) = [json_or_words(a) for k, a in stage if k == "CMD"]
+    assert cmd[0] == "run" and PurePosixPath(option(cmd, "--config")).parent == PurePosixPath(
+        "/etc/outbound-call-exporter"
+    )
+
+
+def test_dockerfile_copies_what_the_package_build_needs():
+    copied = []
+    for keyword, args in dockerfile_instructions():
+        if keyword == "COPY" and "--from" not in args:
+            words = json_or_words(args)
+            copied.extend(w.rstrip("/") for w in words[:-1] if not w.startswith("--"))
+    for source in copied:
+        assert (REPO / source).exists(), f"COPY source {source} missing"
+        assert not dockerignore_excludes(source), f"COPY source {source} is excluded by .dockerignore"
+        if (REPO / source).is_dir():
+            for path in (REPO / source).rglob("*.py"):
+                rel = path.relative_to(REPO).as_posix()
+                if "__pycache__" not in rel:
+                    assert not dockerignore_excludes(rel), f"{rel} is excluded by .dockerignore"
+    project = tomllib.loads(PYPROJECT.read_text())
+    needed = {"pyproject.toml"}
+    readme = project["project"].get("readme")
+    if isinstance(readme, str):
+        needed.add(readme)
+    package_dirs = project.get("tool", {}).get("setuptools", {}).get("package-dir", {})
+    needed |= {d.rstrip("/") for d in package_dirs.values() if d not in ("", ".")}
+    assert needed <= set(copied), f"Dockerfile does not COPY {needed - set(copied)}"
+
+
+def test_dockerignore_keeps_tests_and_local_state_out():
+    for path in ("tests/test_rules.py", ".git/HEAD", "data/calls.db", ".venv/bin/python"):
+        assert dockerignore_excludes(path), path
+
+
+# ---------------------------------------------------------------- dashboard
+
+
+def test_dashboard_header():
+    d = dashboard()
+    assert d["schemaVersion"] >= 39
+    assert d["uid"] and d["title"]
+    assert d["time"]["from"].startswith("now-")
+    assert d["refresh"]
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("provider", "account"):
+        var = variables[name]
+        assert var["type"] == "query"
+        assert var["datasource"]["uid"] == "${datasource}"
+        assert var["multi"] and var["includeAll"]
+        assert f"label_values(" in var["definition"] and var["definition"].endswith(f", {name})")
+    assert "$provider" in variables["account"]["definition"], "account choices should follow the provider"
+
+
+def test_every_panel_has_title_description_unit_and_the_datasource_variable():
+    ids = set()
+    for panel in panels():
+        title = panel.get("title", "")
+        assert title.strip(), panel
+        assert len(panel.get("description", "")) >= 40, f"{title}: describe what it shows"
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{title}: no unit"
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, title
+        assert panel["id"] not in ids, f"{title}: duplicate id"
+        ids.add(panel["id"])
+        assert panel["targets"], title
+        for target in panel["targets"]:
+            assert target["expr"].strip() and target["refId"], title
+            assert target["datasource"]["uid"] == "${datasource}", title
+
+
+def test_panels_fit_the_grid_without_overlapping():
+    taken = set()
+    for panel in dashboard()["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        cells = {(pos["x"] + dx, pos["y"] + dy) for dx in range(pos["w"]) for dy in range(pos["h"])}
+        assert not cells & taken, f"{panel['title']} overlaps another panel"
+        taken |= cells
+
+
+def test_panels_follow_the_provider_and_account_variables():
+    for panel in panels():
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if "build_info" in expr:
+                continue  # no provider/account labels
+            for selector in re.findall(r"(?:outbound_call|:)\w*\{([^}]*)\}", expr):
+                assert 'provider=~"$provider"' in selector, (panel["title"], expr)
+                assert 'account=~"$account"' in selector, (panel["title"], expr)
+
+
+def test_dashboard_uses_only_recorded_series_that_exist():
+    recorded = recorded_names()
+    for panel in panels():
+        for target in panel["targets"]:
+            for name in re.findall(r"\b[a-z_]+:[a-z0-9_:]+", target["expr"]):
+                assert name in recorded, f"{panel['title']}: {name} is not a recording rule"
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        "outbound_calls{",
+        "outbound_calls_finished_total",
+        "outbound_calls_registered_total",
+        "provider_account:outbound_call_failure_ratio:rate5m",
+        "outbound_call_time_to_terminal_seconds:histogram_quantile",
+        "outbound_call_time_to_terminal_seconds_bucket",
+        "outbound_call_time_to_answer_seconds:histogram_quantile",
+        "outbound_call_talk_time_seconds:histogram_quantile",
+        "outbound_call_status_requests_total",
+        "outbound_call_status_request_errors_total",
+        "provider_account:outbound_call_status_request_error_ratio:rate5m",
+        "outbound_call_status_request_duration_seconds:histogram_quantile",
+        "outbound_call_account_up",
+        "outbound_call_last_successful_poll_timestamp_seconds",
+        "outbound_call_exporter_build_info",
+    ],
+)
+def test_dashboard_covers(fragment):
+    assert panels_with_expr(fragment), f"no panel queries {fragment}"
+
+
+def test_time_to_terminal_has_a_heatmap_and_p50_p90_p99():
+    assert any(p["type"] == "heatmap" for p in panels_with_expr("outbound_call_time_to_terminal_seconds_bucket"))
+    (quantiles,) = panels_with_expr("outbound_call_time_to_terminal_seconds:histogram_quantile")
+    assert {re.search(r'quantile="([\d.]+)"', t["expr"])[1] for t in quantiles["targets"]} == {"0.5", "0.9", "0.99"}
+
+
+def test_failure_ratio_panels_show_the_alert_thresholds():
+    alert = alert_thresholds("OutboundCallFailureRatioHigh", "provider_account:outbound_call_failure_ratio:rate5m")
+    assert len(alert) == 2
+    shown = panels_with_expr("outbound_calls_failed:rate5m") + panels_with_expr("outbound_call_failure_ratio:rate5m")
+    assert shown
+    for panel in shown:
+        assert panel_thresholds(panel) == alert, panel["title"]
+    series = [p for p in shown if p["type"] == "timeseries"]
+    assert series and all(p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off" for p in series)
+
+
+def test_polling_error_ratio_panels_show_the_alert_threshold():
+    alert = alert_thresholds(
+        "OutboundCallPollingErrorRatioHigh", "provider_account:outbound_call_status_request_error_ratio:rate5m"
+    )
+    assert len(alert) == 1
+    shown = panels_with_expr("outbound_call_status_request_error")
+    ratio_panels = [p for p in shown if p["fieldConfig"]["defaults"]["unit"] == "percentunit"]
+    assert ratio_panels
+    for panel in ratio_panels:
+        assert panel_thresholds(panel) == alert, panel["title"]
+
+
+def test_last_poll_panel_shows_the_stale_threshold():
+    alert = alert_thresholds("OutboundCallPollingStale", "outbound_call_last_successful_poll_timestamp_seconds)")
+    (panel,) = panels_with_expr("outbound_call_last_successful_poll_timestamp_seconds")
+    assert panel_thresholds(panel) == alert == {600.0}
+
+
+def test_ratio_and_duration_units():
+    for panel in panels():
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        if re.search(r"_ratio:|_failed:", exprs):
+            assert unit == "percentunit", panel["title"]
+        if "histogram_quantile" in exprs or "time() -" in exprs:
+            assert unit == "s", panel["title"]
+
+
+# --------------------------------------------------------------------- docs
+
+
+def test_docs_explain_import_alerts_and_compose():
+    text = DOCS.read_text()
+    assert "docker compose up" in text
+    assert "grafana/dashboards/outbound-calls.json" in text
+    assert "prometheus/rules.yml" in text and "prometheus/alerts.yml" in text
+    for rule in alert_rules():
+        assert rule["alert"] in text
