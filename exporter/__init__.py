@@ -6,9 +6,9 @@ The public API for plugin authors is exactly `__all__`; everything else is inter
 from ._version import __version__
 from .errors import PollError
 from .hookspecs import hookimpl
-from .model import CallStatus, ErrorReason, Event, State
-from .provider import (CallParams, PathSegment, Provider, ProviderSettings, Uuid, parse_retry_after,
-                       parse_timestamp)
+from .model import CallStatus, ErrorReason, Event, FailureReason, State
+from .provider import (CallParams, PathSegment, Provider, ProviderSettings, Uuid, classify_failure,
+                       parse_retry_after, parse_timestamp)
 
 __all__ = [
     "__version__",
@@ -20,6 +20,8 @@ __all__ = [
     "Event",
     "State",
     "ErrorReason",
+    "FailureReason",
+    "classify_failure",
     "PollError",
     "PathSegment",
     "Uuid",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .model import CallStatus, State
+from .model import CallStatus, FailureReason, State
 from .provider import CallParams
 
 
@@ -52,6 +52,8 @@ class Outcome:
     time_to_terminal: float | None = None
     time_to_answer: float | None = None
     talk_time: float | None = None
+    failure_reason: FailureReason | None = None
+    sip_status_code: int | None = None
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -90,6 +92,7 @@ def apply_status(call: WatchedCall, status: CallStatus, now: float, secrets: tup
         out.time_to_terminal = max(0.0, end - (created or call.first_seen))
         if status.duration_seconds is not None and answered is not None:
             out.talk_time = status.duration_seconds
+        out.failure_reason, out.sip_status_code = status.failure_reason, status.sip_status_code
     return out
 
 

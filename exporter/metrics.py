@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ._version import __version__
-from .model import ACTIVE_STATES, FINAL_STATES, ErrorReason, State
+from .model import ACTIVE_STATES, FINAL_STATES, ErrorReason, FailureReason, State
 
 # `_created` series double the output and no dashboard uses them; rate() handles restarts.
 disable_created_metrics()
@@ -26,6 +26,18 @@ disable_created_metrics()
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ANSWER_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120)
 TALK_BUCKETS = (5, 15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600)
+#: SIP final responses common on outbound calls get their own label value; others their class
+SIP_CODES = frozenset({400, 403, 404, 408, 410, 480, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603})
+#: default failure reason when the provider says nothing beyond the state
+STATE_FAILURE_REASON = {State.BUSY: FailureReason.BUSY, State.NO_ANSWER: FailureReason.NO_ANSWER,
+                        State.CANCELLED: FailureReason.CANCELLED, State.FAILED: FailureReason.OTHER}
+
+
+def sip_code_label(code: int) -> str:
+    """A bounded label value for a SIP status code: the code if common, else its class."""
+    if code in SIP_CODES:
+        return str(code)
+    return f"{code // 100}xx" if 100 <= code < 700 else "other"
 
 
 class AccountView(Protocol):
@@ -53,6 +65,8 @@ class AccountMetrics:
     request_duration: Histogram
     time_to_answer: Histogram
     talk_time: Histogram
+    failures: Mapping[FailureReason, Counter]
+    sip_failures: Callable[[str], Counter]
 
 
 class Metrics:
@@ -84,6 +98,11 @@ class Metrics:
         self.talk_time = Histogram("outbound_call_talk_time_seconds",
                                    "Talk time of answered calls as reported by the provider.",
                                    labels, buckets=TALK_BUCKETS, registry=r)
+        self.failures = Counter("outbound_call_failures", "Calls that ended without completing, by failure reason.",
+                                labels + ["reason"], registry=r)
+        self.sip_failures = Counter("outbound_call_sip_failures",
+                                    "Calls that failed with a SIP status code (common codes, else the class).",
+                                    labels + ["sip_code"], registry=r)
         r.register(StateCollector(accounts, clock))
 
     def add_account(self, provider: str, account: str) -> AccountMetrics:
@@ -98,6 +117,8 @@ class Metrics:
             request_duration=self.request_duration.labels(*lv),
             time_to_answer=self.time_to_answer.labels(*lv),
             talk_time=self.talk_time.labels(*lv),
+            failures={f: self.failures.labels(*lv, f.value) for f in FailureReason},
+            sip_failures=lambda code, _lv=lv: self.sip_failures.labels(*_lv, code),
         )
 
 

@@ -51,6 +51,22 @@ class ErrorReason(str, enum.Enum):
     INVALID_RESPONSE = "invalid_response"
 
 
+class FailureReason(str, enum.Enum):
+    """Why a call did not complete: the bounded `reason` label of the failures counter.
+
+    Providers say this in very different ways (a SIP code, a state, free text); plugins map
+    what they get onto this enum (`classify_failure` handles free text).
+    """
+
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    QUEUE_TIMEOUT = "queue_timeout"
+    UNREACHABLE = "unreachable"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    OTHER = "other"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One status change reported by the provider itself, on the provider's clock."""
@@ -66,8 +82,9 @@ class CallStatus:
 
     `state_since` is the provider's time for entering `state` when it gives one (e.g. Telzino's
     `ended_at` for a terminal state); `events` is the provider's own history when it keeps one.
-    Timestamps are timezone-aware UTC. `extras` holds provider fields worth keeping; the host
-    removes secrets from it before storing.
+    Timestamps are timezone-aware UTC. `failure_reason` and `sip_status_code` refine a
+    non-completed terminal state when the provider says more than its status does. `extras`
+    holds provider fields worth keeping; the host removes secrets from it before storing.
     """
 
     state: State
@@ -79,4 +96,6 @@ class CallStatus:
     duration_seconds: float | None = None
     state_since: datetime | None = None
     events: tuple[Event, ...] = ()
+    failure_reason: FailureReason | None = None
+    sip_status_code: int | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)

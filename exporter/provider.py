@@ -10,6 +10,7 @@ tests need no server.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Mapping
 from urllib.parse import quote
@@ -18,7 +19,7 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from .errors import PollError
-from .model import CallStatus, ErrorReason, State
+from .model import CallStatus, ErrorReason, FailureReason, State
 
 #: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (design.md, Limits).
 PATH_SEGMENT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -181,3 +182,28 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+_FAILURE_PATTERNS: tuple[tuple[FailureReason, re.Pattern[str]], ...] = tuple(
+    (reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in (
+        (FailureReason.BUSY, r"\bbusy\b"),
+        (FailureReason.NO_ANSWER, r"no[ -_]?answer|not answered|unanswered|did not answer|didn't answer"),
+        (FailureReason.QUEUE_TIMEOUT, r"queu\w*.*time ?out|max(imum)? timeout"),
+        (FailureReason.REJECTED, r"reject|declin"),
+        (FailureReason.UNREACHABLE, r"unreachable|invalid (phone )?number|not in service|unallocated|"
+                                    r"does not exist|unable to connect|failed to connect"),
+        (FailureReason.CANCELLED, r"cancel"),
+    ))
+
+
+def classify_failure(text: str | None) -> FailureReason | None:
+    """Map a provider's free-text failure reason onto `FailureReason` (None for empty text).
+
+    Order matters: "Number busy - unable to connect after 3 attempts" is busy, not unreachable.
+    """
+    if not text:
+        return None
+    for reason, pattern in _FAILURE_PATTERNS:
+        if pattern.search(text):
+            return reason
+    return FailureReason.OTHER

@@ -19,7 +19,7 @@ from typing import Callable
 from .config import Account
 from .errors import PollError
 from .lifecycle import Outcome, WatchedCall, apply_status, expire
-from .metrics import AccountMetrics
+from .metrics import STATE_FAILURE_REASON, AccountMetrics, sip_code_label
 from .model import ErrorReason, State
 from .store import Store, Update
 from .transport import Transport
@@ -280,6 +280,11 @@ class AccountPoller:
             self.metrics.time_to_terminal[state].observe(outcome.time_to_terminal)
         if outcome.talk_time is not None:
             self.metrics.talk_time.observe(outcome.talk_time)
+        failure = outcome.failure_reason or STATE_FAILURE_REASON.get(state)
+        if failure is not None and state not in (State.COMPLETED, State.EXPIRED):
+            self.metrics.failures[failure].inc()
+        if outcome.sip_status_code is not None and state is not State.COMPLETED:
+            self.metrics.sip_failures(sip_code_label(outcome.sip_status_code)).inc()
         self.store.queue(Update(call.seq, outcome.fields, polls=polls, history=outcome.history))
 
 

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from outbound_call_exporter import (CallParams, CallStatus, Provider, ProviderSettings, State, Uuid, hookimpl,
-                                    parse_timestamp)
+from outbound_call_exporter import (CallParams, CallStatus, Provider, ProviderSettings, State, Uuid,
+                                    classify_failure, hookimpl, parse_timestamp)
 
 STATUS_MAP = {
     "queued": State.QUEUED,
@@ -82,15 +82,19 @@ class Telzino(Provider):
         # the provider's time for entering this status, where the record has one
         since = {"queued": created, "in_progress": answered}.get(raw, ended if state.terminal else None)
         duration = body.get("duration")
+        sip = body.get("sip_status_code")
+        error = body.get("error") if isinstance(body.get("error"), str) else None
         return CallStatus(
             state=state,
             provider_status=raw,
-            reason=body.get("error") if isinstance(body.get("error"), str) else None,
+            reason=error,
             created_at=created,
             answered_at=answered,
             ended_at=ended,
             duration_seconds=float(duration) if isinstance(duration, (int, float)) else None,
             state_since=since,
+            failure_reason=classify_failure(error) if state is State.FAILED else None,
+            sip_status_code=sip if isinstance(sip, int) and not isinstance(sip, bool) else None,
             extras={k: body[k] for k in EXTRAS if body.get(k) is not None},
         )
 
