@@ -454,6 +454,8 @@ def test_dashboard_uses_only_recorded_series_that_exist():
         "outbound_call_account_up",
         "outbound_call_last_successful_poll_timestamp_seconds",
         "outbound_call_exporter_build_info",
+        "outbound_call_failures_total",
+        "outbound_call_sip_failures_total",
     ],
 )
 def test_dashboard_covers(fragment):
