@@ -42,7 +42,8 @@ class AccountConfig(BaseModel):
     max_requests_per_second: float = Field(20.0, gt=0, le=100_000)
     poll_interval_seconds: dict[PollState, float] = Field(default_factory=dict)
     not_found_grace_seconds: float = Field(60.0, ge=0)
-    settings: dict[str, Any] = Field(default_factory=dict)
+    #: raw until the plugin's model validates it (and marks its secrets): never in a repr
+    settings: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @field_validator("poll_interval_seconds")
     @classmethod

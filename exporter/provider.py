@@ -95,7 +95,14 @@ class Provider:
     # -- helpers plugins call -------------------------------------------------------------
 
     def url(self, *segments: str, query: Mapping[str, str] | None = None) -> httpx.URL:
-        """`base_url` + each segment URL-encoded as exactly one path segment."""
+        """`base_url` + each segment URL-encoded as exactly one path segment.
+
+        Empty, `.` and `..` segments are refused: URL normalization would remove them and
+        change which resource is addressed.
+        """
+        for segment in segments:
+            if str(segment) in ("", ".", ".."):
+                raise ValueError(f"path segment {segment!r} is not allowed")
         path = "/".join(quote(str(s), safe="") for s in segments)
         return httpx.URL(f"{self.base_url}/{path}", params=query)
 
