@@ -115,18 +115,20 @@ def tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def substitute_variables(expr: str) -> str:
+def substitute_variables(expr: str, values: dict[str, str] | None = None) -> str:
+    values = {**VARIABLE_VALUES, **(values or {})}
+
     def value(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
-        if name not in VARIABLE_VALUES:
+        if name not in values:
             raise AssertionError(f"unknown dashboard variable ${name} in {expr!r}")
-        return VARIABLE_VALUES[name]
+        return values[name]
 
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", value, expr)
 
 
-def dashboard_queries() -> dict[str, str]:
-    """Description -> PromQL for every panel target and every query variable."""
+def panel_queries(values: dict[str, str] | None = None) -> dict[str, str]:
+    """Description -> PromQL for every panel target, with the variables set to `values`."""
     dashboard = json.loads(DASHBOARD.read_text())
     queries = {}
     stack = list(dashboard["panels"])
@@ -134,7 +136,14 @@ def dashboard_queries() -> dict[str, str]:
         panel = stack.pop(0)
         stack.extend(panel.get("panels", []))
         for target in panel.get("targets", []):
-            queries[f"panel {panel['title']!r} {target['refId']}"] = substitute_variables(target["expr"])
+            queries[f"panel {panel['title']!r} {target['refId']}"] = substitute_variables(target["expr"], values)
+    return queries
+
+
+def dashboard_queries() -> dict[str, str]:
+    """Description -> PromQL for every panel target ("All" selected) and every query variable."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = panel_queries()
     for var in dashboard["templating"]["list"]:
         if var["type"] != "query":
             continue
@@ -177,6 +186,11 @@ class Prometheus:
 
     def rules(self) -> list[dict]:
         return [rule for group in self.api("rules")["groups"] for rule in group["rules"]]
+
+
+def promql_regex_literal(value: str) -> str:
+    """`value` as a regex matching itself, inside a PromQL double-quoted string (as Grafana does)."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", value)
 
 
 def has_finite_sample(result: list[dict]) -> bool:
@@ -289,6 +303,22 @@ def test_dashboard_queries_recording_rules_and_failure_alert_on_real_prometheus(
     assert progress.alert_states & {"pending", "firing"}, (
         f"OutboundCallFailureRatioHigh never became pending/firing during the failure spike{logs}"
     )
+
+    # The same panels with one provider and one account picked from the
+    # variables' own queries, as a user selecting them would see.
+    provider = prometheus.instant("count by (provider) (outbound_call_account_up)")[0]["metric"]["provider"]
+    account = prometheus.instant(
+        f'count by (account) (outbound_call_account_up{{provider=~"{promql_regex_literal(provider)}"}})'
+    )[0]["metric"]["account"]
+    chosen = {"provider": promql_regex_literal(provider), "account": promql_regex_literal(account)}
+    selected = Progress(waiting=panel_queries(chosen))
+    deadline = time.monotonic() + 30
+    while selected.waiting and time.monotonic() < deadline:
+        for description, query in list(selected.waiting.items()):
+            if has_finite_sample(prometheus.instant(query)):
+                del selected.waiting[description]
+        time.sleep(0.5)
+    assert not selected.waiting, f"no data with provider={provider} account={account}: {selected.waiting}"
 
     # The exporter is scraped under the job the absence alert watches, and the
     # demo account is healthy: neither alert may be active.
