@@ -277,6 +277,14 @@ class FakeProvider:
             await self._runner.cleanup()
             self._runner = None
 
+    async def _shutdown(self) -> None:
+        """Stop serving and cancel handlers still running (e.g. an injected hang)."""
+        await self.stop()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
     @contextmanager
     def running(self) -> Iterator["FakeProvider"]:
         """Serve on 127.0.0.1 from a background thread (for tests driving a separate service)."""
@@ -296,7 +304,7 @@ class FakeProvider:
         try:
             yield self
         finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()

@@ -51,9 +51,11 @@ def build_registry(plugins: Iterable[tuple[str, object]]) -> Registry:
     """Register `(name, plugin object)` pairs and collect what their hooks declare."""
     pm = make_plugin_manager()
     registry = Registry()
+    order: list[object] = []  # registration order decides which of two duplicates loses
     for name, plugin in plugins:
         try:
             pm.register(plugin, name=name)
+            order.append(plugin)
         except Exception as exc:  # pluggy raises ValueError / PluginValidationError
             _fail(registry, name, f"cannot register: {exc}")
     while True:  # an impl without a spec disables its plugin, not the others
@@ -63,9 +65,10 @@ def build_registry(plugins: Iterable[tuple[str, object]]) -> Registry:
         except pluggy.PluginValidationError as exc:
             _fail(registry, pm.get_name(exc.plugin) or repr(exc.plugin), str(exc))
             pm.unregister(exc.plugin)
-    for plugin in pm.get_plugins():
+            order.remove(exc.plugin)
+    for plugin in order:
         name = pm.get_name(plugin) or repr(plugin)
-        others = [p for p in pm.get_plugins() if p is not plugin]
+        others = [p for p in order if p is not plugin]
         for hook, target, check, key_attr in (
             ("register_providers", registry.providers, _check_provider, "name"),
             ("register_fakes", registry.fakes, _check_fake, "provider"),
@@ -76,7 +79,7 @@ def build_registry(plugins: Iterable[tuple[str, object]]) -> Registry:
                 _check(cls)
                 key = getattr(cls, _key)
                 if key in _target:
-                    raise ValueError(f"{hook}: name {key!r} is already registered by plugin "
+                    raise ValueError(f"name {key!r} is already registered by plugin "
                                      f"{registry.sources.get(hook + key, '?')!r}")
                 _target[key] = cls
                 registry.sources[hook + key] = _name

@@ -144,3 +144,23 @@ def test_plugins_command_lists_settings_and_params():
     text = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "plugins"],
                           capture_output=True, text=True, timeout=60).stdout
     assert "token†*" in text and "agent_id" in text
+
+
+def test_every_hook_spec_is_documented_in_the_readme():
+    from pathlib import Path
+
+    from outbound_call_exporter import hookspecs
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    specs = [name for name in dir(hookspecs) if name.startswith("register_")]
+    assert specs
+    for name in specs:
+        assert f"`{name}(register)`" in readme, name
+
+
+def test_public_api_is_exactly_all():
+    import outbound_call_exporter
+
+    public = {name for name in dir(outbound_call_exporter) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(outbound_call_exporter, name)).__name__ == "module"}
+    assert public - modules == set(outbound_call_exporter.__all__) - {"__version__"}
