@@ -1,0 +1,155 @@
+"""Trillet batch calls: `GET /v1/api/batch-calls/{batchId}/calls/{jobId}`, `x-api-key` + `x-workspace-id`.
+
+One job of a batch is one outbound call; its id is the `jobId` (our `call_id`) and the batch id
+is a per-call param (`batch_id`, defaulting to the account's `settings.batch_id`).
+
+Status mapping (every documented value; see ../shared/provider-docs/trillet-batch-calls.md):
+
+| Trillet raw | normalized |
+|---|---|
+| waiting | queued (in the batch's queue, not yet dialled) |
+| active | in_progress (covers both ringing and talking: Trillet does not tell them apart) |
+| completed | completed |
+| failed | failed (busy / no answer / ... only in the `error` text: see below) |
+| not_found (404 body, or any body with `"status": "not_found"`) | not a status: a not-found poll error, so a job seen before becomes `expired` |
+
+Decisions:
+- `failed` stays `failed`; its `error` text ("Number busy - unable to connect after 3
+  attempts") is classified by `classify_failure` into `CallStatus.failure_reason` (busy,
+  no_answer, unreachable, ... other), the bounded `reason` of `outbound_call_failures_total`.
+- Times are the provider's clock, epoch milliseconds: `startTime` is when the job entered
+  `active` (the `active` history entry's time), `endTime` is `ended_at` and the terminal
+  entry's time. The job's creation time is not in the response (`startTime` is the dial, not
+  the queueing), so `created_at` stays null and time to terminal runs from registration.
+- `duration` (seconds, completed calls) is the talk time. Trillet gives no answer timestamp, so
+  `answered_at` is derived as `endTime - duration` for a completed call; time to answer is not
+  reported (there is no creation time to measure it from).
+- Kept in `extras`: `phone_number`, `error`, `result.callId` (links to call history) and
+  `result.outcome`; the transcript and the caller's metadata stay at Trillet.
+- Trillet documents no polling cadence. Its developer plan allows 60 requests/minute per key,
+  so the default cadence is gentle: waiting 10 s, active 10 s, unknown 30 s (`dialing` is never
+  reported; 5 s). Timings come from the provider's clock, so a slower poll costs freshness, not
+  accuracy. Set the account's `max_requests_per_second: 1` on the developer plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import SecretStr, field_validator
+
+from outbound_call_exporter import (CallParams, CallStatus, ErrorReason, PathSegment, PollError, Provider,
+                                    ProviderSettings, State, classify_failure, hookimpl, parse_timestamp)
+
+STATUS_MAP = {
+    "waiting": State.QUEUED,
+    "active": State.IN_PROGRESS,
+    "completed": State.COMPLETED,
+    "failed": State.FAILED,
+}
+#: the body's `status` when the job does not exist (doc: "Error Responses")
+NOT_FOUND_STATUS = "not_found"
+#: top-level fields kept in `extras`; of `result`, only these
+EXTRAS = ("phone_number", "error")
+RESULT_EXTRAS = ("callId", "outcome")
+
+
+class TrilletSettings(ProviderSettings):
+    api_key: SecretStr
+    workspace_id: PathSegment
+    batch_id: PathSegment | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe(cls, value: SecretStr) -> SecretStr:
+        key = value.get_secret_value()
+        if not key or not all("!" <= ch <= "~" for ch in key):
+            raise ValueError("must be non-empty printable ASCII without spaces")
+        return value
+
+
+class TrilletParams(CallParams):
+    """`call_id` is the job id (e.g. `call_123`); `batch_id` the batch (e.g. `batch_7891011121314`)."""
+
+    batch_id: PathSegment
+
+
+class Trillet(Provider):
+    name = "trillet"
+    description = "Trillet batch calls: status of one job of a batch (x-api-key + x-workspace-id)"
+    default_base_url = "https://api.trillet.ai"
+    Settings = TrilletSettings
+    Params = TrilletParams
+    status_map = STATUS_MAP
+    cadence = {State.QUEUED: 10.0, State.DIALING: 5.0, State.IN_PROGRESS: 10.0, State.UNKNOWN: 30.0}
+
+    settings: TrilletSettings
+
+    def build_request(self, call: TrilletParams) -> httpx.Request:  # type: ignore[override]
+        return httpx.Request(
+            "GET", self.url("v1", "api", "batch-calls", call.batch_id, "calls", call.call_id),
+            headers={"x-api-key": self.settings.api_key.get_secret_value(),
+                     "x-workspace-id": self.settings.workspace_id,
+                     "Accept": "application/json"},
+        )
+
+    def parse_response(self, call: TrilletParams, response: httpx.Response) -> CallStatus:  # type: ignore[override]
+        self.raise_for_status(response)  # 404, with or without the not_found body, is not-found
+        body = self.json_object(response)
+        if body.get("status") == NOT_FOUND_STATUS:
+            raise PollError(ErrorReason.NOT_FOUND,
+                            f"HTTP {response.status_code} from {response.request.url.path}: "
+                            f"job not found (status {NOT_FOUND_STATUS!r})")
+        return self.parse_body(call, body)
+
+    def parse_body(self, call: TrilletParams, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
+        raw = body.get("status")
+        if not isinstance(raw, str):
+            raise ValueError("status is missing or not a string")
+        state = self.normalize(raw)
+        started = parse_timestamp(_number(body, "startTime"))
+        ended = parse_timestamp(_number(body, "endTime"))
+        duration = _number(body, "duration")
+        error = body.get("error") if isinstance(body.get("error"), str) else None
+        answered = None
+        if state is State.COMPLETED and ended is not None and duration is not None:
+            answered = parse_timestamp(ended.timestamp() - duration)
+        result = body.get("result") if isinstance(body.get("result"), dict) else {}
+        extras: dict[str, Any] = {k: body[k] for k in EXTRAS if body.get(k) is not None}
+        kept = {k: result[k] for k in RESULT_EXTRAS if result.get(k) is not None}
+        if kept:
+            extras["result"] = kept
+        return CallStatus(
+            state=state,
+            provider_status=raw,
+            reason=error,
+            answered_at=answered,
+            ended_at=ended,
+            duration_seconds=float(duration) if duration is not None else None,
+            state_since=ended if state.terminal else started if state is State.IN_PROGRESS else None,
+            failure_reason=classify_failure(error) if state is State.FAILED else None,
+            extras=extras,
+        )
+
+
+def _number(body: dict[str, Any], key: str) -> float | None:
+    """A numeric field, or None when absent/null; anything else is an invalid response."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} is not a number")
+    return value
+
+
+@hookimpl
+def register_providers(register):
+    register(Trillet)
+
+
+@hookimpl
+def register_fakes(register):
+    from .fake import TrilletFake
+
+    register(TrilletFake)
