@@ -28,8 +28,9 @@ from .model import State
 DEFAULT_MIX: Mapping[State, float] = {
     State.COMPLETED: 0.70, State.NO_ANSWER: 0.12, State.BUSY: 0.08, State.FAILED: 0.07, State.CANCELLED: 0.03,
 }
+#: ~90 % failures: enough for the critical failure-ratio alert (> 80 %) to fire in the demo
 SPIKE_MIX: Mapping[State, float] = {
-    State.COMPLETED: 0.25, State.NO_ANSWER: 0.20, State.BUSY: 0.15, State.FAILED: 0.40,
+    State.COMPLETED: 0.10, State.NO_ANSWER: 0.20, State.BUSY: 0.15, State.FAILED: 0.55,
 }
 
 
