@@ -272,3 +272,9 @@ def test_non_object_bodies_are_invalid_responses(provider, content):
 def test_epoch_milliseconds_are_not_read_as_seconds(provider):
     status = respond(provider, COMPLETED)
     assert status.ended_at.year == 2023 and status.ended_at.microsecond == 0
+
+
+def test_api_key_echoed_in_error_text_is_redacted(provider):
+    status = respond(provider, {**FAILED, "error": f"Number busy; key {KEY} rejected"})
+    assert KEY not in str(status) and status.reason == "Number busy; key [redacted] rejected"
+    assert status.failure_reason is FailureReason.BUSY

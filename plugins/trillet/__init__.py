@@ -25,7 +25,9 @@ Decisions:
   `answered_at` is derived as `endTime - duration` for a completed call; time to answer is not
   reported (there is no creation time to measure it from).
 - Kept in `extras`: `phone_number`, `error`, `result.callId` (links to call history) and
-  `result.outcome`; the transcript and the caller's metadata stay at Trillet.
+  `result.outcome`; the transcript and the caller's metadata stay at Trillet. Should Trillet
+  echo the api key in `error`, it is replaced by `[redacted]` (the record's `reason` is not
+  scrubbed by the host).
 - Trillet documents no polling cadence. Its developer plan allows 60 requests/minute per key,
   so the default cadence is gentle: waiting 10 s, active 10 s, unknown 30 s (`dialing` is never
   reported; 5 s). Timings come from the provider's clock, so a slower poll costs freshness, not
@@ -50,8 +52,8 @@ STATUS_MAP = {
 }
 #: the body's `status` when the job does not exist (doc: "Error Responses")
 NOT_FOUND_STATUS = "not_found"
-#: top-level fields kept in `extras`; of `result`, only these
-EXTRAS = ("phone_number", "error")
+#: top-level fields kept in `extras` (plus `error`, redacted); of `result`, only these
+EXTRAS = ("phone_number",)
 RESULT_EXTRAS = ("callId", "outcome")
 
 
@@ -111,12 +113,14 @@ class Trillet(Provider):
         started = parse_timestamp(_number(body, "startTime"))
         ended = parse_timestamp(_number(body, "endTime"))
         duration = _number(body, "duration")
-        error = body.get("error") if isinstance(body.get("error"), str) else None
+        error = self._redact(body.get("error")) if isinstance(body.get("error"), str) else None
         answered = None
         if state is State.COMPLETED and ended is not None and duration is not None:
             answered = parse_timestamp(ended.timestamp() - duration)
         result = body.get("result") if isinstance(body.get("result"), dict) else {}
         extras: dict[str, Any] = {k: body[k] for k in EXTRAS if body.get(k) is not None}
+        if error is not None:
+            extras["error"] = error
         kept = {k: result[k] for k in RESULT_EXTRAS if result.get(k) is not None}
         if kept:
             extras["result"] = kept
@@ -131,6 +135,11 @@ class Trillet(Provider):
             failure_reason=classify_failure(error) if state is State.FAILED else None,
             extras=extras,
         )
+
+    def _redact(self, text: str) -> str:
+        """The host scrubs secrets from `extras` but not from `reason`: never pass the key on."""
+        key = self.settings.api_key.get_secret_value()
+        return text.replace(key, "[redacted]") if key else text
 
 
 def _number(body: dict[str, Any], key: str) -> float | None:
