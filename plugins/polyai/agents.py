@@ -1,0 +1,69 @@
+"""PolyAI Agents API v1: `GET /v1/agents/{agentId}/telephony/outbound-calls/{callSid}/status`.
+
+Source: ../shared/provider-docs/polyai-agents-api-v1.openapi.md. Header `X-API-KEY`; query
+`environment` (required: sandbox, pre-release or live, the one the call was triggered in);
+servers `https://api.{us,eu,uk,studio}.poly.ai`, picked by the `region` setting unless the
+account sets `base_url`. Body `{"callSid", "status", "reason"}`, no timestamps.
+
+| raw status | normalized |
+|---|---|
+| QUEUED | queued |
+| CALLING | dialing (spans ringing and talking: PolyAI reports no answered state) |
+| SUCCESS | completed (not evidence that a human answered) |
+| FAILURE | failed ("failed to connect or not answered"; `reason` refines the failure reason) |
+
+The lower-case spellings of the platform doc (queued, calling, success, failure) are accepted
+too. Errors: 400 (missing environment, invalid call SID, no connector) is a client error, 401
+and 403 are auth failures, 502 "retry with exponential backoff" is a retryable server error —
+the host's common HTTP semantics, so no override. 404 is not documented; after the ~2 h
+retention it is taken as the call having expired, like the other PolyAI APIs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+from pydantic import SecretStr
+
+from outbound_call_exporter import CallParams, PathSegment, ProviderSettings
+
+from .common import CADENCE, CallSid, OutcomeProvider, outcome_status_map
+
+Region = Literal["us", "eu", "uk", "studio"]
+Environment = Literal["sandbox", "pre-release", "live"]
+
+
+class AgentsSettings(ProviderSettings):
+    api_key: SecretStr
+    region: Region = "us"
+    environment: Environment | None = None
+    agent_id: PathSegment | None = None
+
+
+class AgentsParams(CallParams):
+    call_id: CallSid
+    agent_id: PathSegment
+    environment: Environment
+
+
+class PolyAIAgents(OutcomeProvider):
+    name = "polyai_agents"
+    description = "PolyAI Agents API v1 outbound call status (X-API-KEY; regions us, eu, uk, studio)"
+    default_base_url = "https://api.us.poly.ai"
+    Settings = AgentsSettings
+    Params = AgentsParams
+    status_map = outcome_status_map("QUEUED", "CALLING", "SUCCESS", "FAILURE")
+    cadence = CADENCE
+
+    settings: AgentsSettings
+
+    @classmethod
+    def default_base_url_for(cls, settings: AgentsSettings) -> str:  # type: ignore[override]
+        return f"https://api.{settings.region}.poly.ai"
+
+    def build_request(self, call: AgentsParams) -> httpx.Request:  # type: ignore[override]
+        url = self.url("v1", "agents", call.agent_id, "telephony", "outbound-calls", call.call_id, "status",
+                       query={"environment": call.environment})
+        return httpx.Request("GET", url, headers={"X-API-KEY": self.settings.api_key.get_secret_value(),
+                                                  "Accept": "application/json"})
