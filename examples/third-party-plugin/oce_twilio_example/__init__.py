@@ -1,0 +1,60 @@
+"""Twilio call status (`GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`, HTTP Basic)."""
+
+import base64
+from email.utils import parsedate_to_datetime
+
+import httpx
+from pydantic import Field, SecretStr
+
+from outbound_call_exporter import CallParams, CallStatus, Provider, ProviderSettings, State, hookimpl
+
+
+class TwilioSettings(ProviderSettings):
+    account_sid: str = Field(pattern=r"^AC[0-9a-f]{32}$")
+    auth_token: SecretStr
+
+
+class TwilioParams(CallParams):
+    call_id: str = Field(pattern=r"^CA[0-9a-f]{32}$")  # the Call SID
+
+
+class TwilioExample(Provider):
+    name = "twilio_example"
+    description = "Twilio Calls resource (example third-party plugin)"
+    default_base_url = "https://api.twilio.com"
+    Settings = TwilioSettings
+    Params = TwilioParams
+    status_map = {"queued": State.QUEUED, "ringing": State.DIALING, "in-progress": State.IN_PROGRESS,
+                  "completed": State.COMPLETED, "busy": State.BUSY, "failed": State.FAILED,
+                  "no-answer": State.NO_ANSWER, "canceled": State.CANCELLED}
+    cadence = {State.QUEUED: 3, State.DIALING: 3, State.IN_PROGRESS: 15, State.UNKNOWN: 10}
+
+    def build_request(self, call):
+        sid, token = self.settings.account_sid, self.settings.auth_token.get_secret_value()
+        basic = base64.b64encode(f"{sid}:{token}".encode()).decode()
+        return httpx.Request("GET", self.url("2010-04-01", "Accounts", sid, "Calls", f"{call.call_id}.json"),
+                             headers={"Authorization": f"Basic {basic}"})
+
+    def parse_body(self, call, body):
+        raw, duration = body.get("status"), body.get("duration")  # duration: string seconds
+        if not isinstance(raw, str):
+            raise ValueError("status is missing or not a string")
+        return CallStatus(state=self.normalize(raw), provider_status=raw,
+                          created_at=_rfc2822(body.get("date_created")), ended_at=_rfc2822(body.get("end_time")),
+                          duration_seconds=float(duration) if duration else None)
+
+
+def _rfc2822(value):  # Twilio's timestamps: "Tue, 31 Aug 2010 20:36:28 +0000"
+    return parsedate_to_datetime(value) if value else None
+
+
+@hookimpl
+def register_providers(register):
+    register(TwilioExample)
+
+
+@hookimpl
+def register_fakes(register):
+    from .fake import TwilioExampleFake
+
+    register(TwilioExampleFake)
