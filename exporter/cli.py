@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="./data/demo.db", help="SQLite store path (default %(default)s)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--calls-per-second", type=float, default=2.0, help="new calls per second (default %(default)s)")
+    p.add_argument("--max-calls", type=int, metavar="N", help="stop creating calls after N (default: no limit)")
     p.add_argument("--failure-spike-at", type=float, metavar="SECONDS",
                    help="from this many seconds after start, most calls fail (to see alerts fire)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -103,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--listen: {exc}") from None
     asyncio.run(run_demo(_registry(), args.listen, Path(args.store), args.duration, args.calls_per_second,
-                         args.failure_spike_at))
+                         args.failure_spike_at, args.max_calls))
     return 0
 
 

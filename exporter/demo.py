@@ -1,8 +1,8 @@
 """`demo`: the service against every installed fake provider, with synthetic traffic.
 
 Each fake runs in this process on 127.0.0.1; one account per fake points at it; a generator
-creates calls at the fake (with a realistic outcome mix) and registers them with the service,
-exactly as a user's dialer would. `failure_spike_at` switches the mix to mostly failures.
+creates calls at the fake (with a realistic outcome mix) and registers them with the service
+through the same path as the REST API. `failure_spike_at` switches the mix to mostly failures.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def demo_config(fakes: dict[str, FakeProvider], listen: str, store: Path) -> Con
 
 
 async def run_demo(registry: Registry, listen: str, store: Path, duration: float | None,
-                   calls_per_second: float, failure_spike_at: float | None) -> None:
+                   calls_per_second: float, failure_spike_at: float | None, max_calls: int | None = None) -> None:
     fakes: dict[str, FakeProvider] = {}
     for name, fake_cls in sorted(registry.fakes.items()):
         if name in registry.providers:
@@ -52,7 +52,7 @@ async def run_demo(registry: Registry, listen: str, store: Path, duration: float
     async def traffic(url: str) -> None:
         print(f"demo: {len(fakes)} fake provider(s) ({', '.join(fakes)}) on 127.0.0.1; "
               f"metrics at {url}/metrics, calls at {url}/api/v1/calls", flush=True)
-        asyncio.create_task(_generate(service, fakes, calls_per_second, started, failure_spike_at, stop))
+        asyncio.create_task(_generate(service, fakes, calls_per_second, started, failure_spike_at, stop, max_calls))
         if duration is not None:
             asyncio.get_running_loop().call_later(duration, stop.set)
 
@@ -64,11 +64,13 @@ async def run_demo(registry: Registry, listen: str, store: Path, duration: float
 
 
 async def _generate(service: Service, fakes: dict[str, FakeProvider], rate: float, started: float,
-                    spike_at: float | None, stop: asyncio.Event) -> None:
+                    spike_at: float | None, stop: asyncio.Event, max_calls: int | None) -> None:
     """Create calls at the fakes and register them, `rate` per second in all (Poisson arrivals)."""
     rng = random.Random()
     names = list(fakes)
-    while not stop.is_set():
+    count = 0
+    while not stop.is_set() and (max_calls is None or count < max_calls):
+        count += 1
         spiking = spike_at is not None and time.monotonic() - started >= spike_at
         name = rng.choice(names)
         call = fakes[name].demo_call(SPIKE_MIX if spiking else DEFAULT_MIX)

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client.exposition import choose_encoder
 
+from . import landing
 from .errors import RequestError
 from .model import State
 from .service import Service
@@ -82,10 +83,7 @@ def create_app(service: Service) -> web.Application:
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.Response(content_type="text/html", text=(
-        "<html><head><title>outbound-call-exporter</title></head><body><h1>outbound-call-exporter</h1>"
-        '<p><a href="/metrics">Metrics</a> · <a href="/api/v1/calls">Calls</a> · '
-        '<a href="/-/healthy">Health</a> · <a href="/-/ready">Ready</a></p></body></html>'))
+    return web.Response(content_type="text/html", text=await landing.render(_require_ready(request)))
 
 
 async def healthy(request: web.Request) -> web.Response:

@@ -30,7 +30,7 @@ RULES = REPO / "prometheus" / "rules.yml"
 ALERTS = REPO / "prometheus" / "alerts.yml"
 DASHBOARD = REPO / "grafana" / "dashboards" / "outbound-calls.json"
 PROVISIONING = REPO / "grafana" / "provisioning"
-DOCS = REPO / "docs" / "dashboards-and-alerts.md"
+DOCS = REPO / "README.md"
 
 DEFAULT_PORT = 9877  # design.md: listen_address "0.0.0.0:9877"
 PROMETHEUS_PORT = 9090

@@ -22,7 +22,7 @@ PROM_DIR = REPO / "prometheus"
 RULES = PROM_DIR / "rules.yml"
 ALERTS = PROM_DIR / "alerts.yml"
 UNIT_TESTS = sorted((PROM_DIR / "tests").glob("*.yml"))
-DOCS = REPO / "docs" / "dashboards-and-alerts.md"
+DOCS = REPO / "README.md"
 
 SEVERITIES = {"critical", "warning", "info"}
 NON_TERMINAL = ("queued", "dialing", "in_progress", "unknown")
