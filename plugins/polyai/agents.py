@@ -24,18 +24,17 @@ from __future__ import annotations
 from typing import Literal
 
 import httpx
-from pydantic import SecretStr
 
 from outbound_call_exporter import CallParams, PathSegment, ProviderSettings
 
-from .common import CADENCE, CallSid, OutcomeProvider, outcome_status_map
+from .common import CADENCE, CallSid, HeaderSecret, OutcomeProvider, outcome_status_map
 
 Region = Literal["us", "eu", "uk", "studio"]
 Environment = Literal["sandbox", "pre-release", "live"]
 
 
 class AgentsSettings(ProviderSettings):
-    api_key: SecretStr
+    api_key: HeaderSecret
     region: Region = "us"
     environment: Environment | None = None
     agent_id: PathSegment | None = None

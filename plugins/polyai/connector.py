@@ -33,12 +33,11 @@ from datetime import datetime
 from typing import Any, Mapping
 
 import httpx
-from pydantic import SecretStr
 
 from outbound_call_exporter import (CallParams, CallStatus, Event, PathSegment, Provider, ProviderSettings,
                                     State, parse_timestamp)
 
-from .common import CADENCE, CallSid, required_status
+from .common import CADENCE, CallSid, HeaderSecret, required_status
 
 STATUS_MAP = {
     "CREATED": State.QUEUED,
@@ -57,7 +56,7 @@ EXTRAS = ("client_env",)
 
 
 class ConnectorSettings(ProviderSettings):
-    connector_id: SecretStr
+    connector_id: HeaderSecret
     account_id: PathSegment | None = None
     project_id: PathSegment | None = None
 

@@ -22,17 +22,16 @@ from __future__ import annotations
 from typing import Literal
 
 import httpx
-from pydantic import SecretStr
 
 from outbound_call_exporter import CallParams, ProviderSettings
 
-from .common import CADENCE, CallSid, OutcomeProvider, outcome_status_map
+from .common import CADENCE, CallSid, HeaderSecret, OutcomeProvider, outcome_status_map
 
 Region = Literal["us-1", "uk-1", "euw-1"]
 
 
 class PlatformSettings(ProviderSettings):
-    auth_token: SecretStr
+    auth_token: HeaderSecret
     region: Region = "us-1"
 
 

@@ -57,3 +57,16 @@ def test_the_credential_is_a_required_secret(name, secret):
     assert "s3cret-value" not in repr(settings)
     with pytest.raises(ValidationError):
         cls.Settings(**{secret: "x", "unknown_setting": 1})
+
+
+@pytest.mark.parametrize("name, secret", [("polyai_agents", "api_key"), ("polyai_platform", "auth_token"),
+                                          ("polyai_connector", "connector_id")])
+@pytest.mark.parametrize("value", ["", "two words", "line\nbreak", "tab\there", "naïve", "x\r\nX-Evil: 1"])
+def test_a_credential_that_cannot_be_a_header_is_refused_without_echoing_it(name, secret, value):
+    cls = build_registry([("polyai", polyai)]).providers[name]
+    with pytest.raises(ValidationError) as info:
+        cls.Settings(**{secret: value})
+    [error] = info.value.errors(include_input=False)
+    assert error["loc"] == (secret,) and "printable ASCII" in error["msg"]
+    if value:
+        assert value not in error["msg"]
