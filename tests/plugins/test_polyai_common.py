@@ -70,3 +70,21 @@ def test_a_credential_that_cannot_be_a_header_is_refused_without_echoing_it(name
     assert error["loc"] == (secret,) and "printable ASCII" in error["msg"]
     if value:
         assert value not in error["msg"]
+
+
+def test_the_provider_doc_has_every_status_mapping():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "providers" / "polyai.md").read_text()
+    rows = set(re.findall(r"^\| `([^`]+)` \| `(\w+)` \|", text, re.MULTILINE))
+    registry = build_registry([("polyai", polyai)])
+    documented = {
+        "polyai_agents": lambda raw: raw.isupper(),
+        "polyai_platform": lambda raw: raw.islower(),
+        "polyai_connector": lambda raw: True,
+    }
+    for name, cls in registry.providers.items():
+        for raw, state in cls.status_map.items():
+            if documented[name](raw):
+                assert (raw, state.value) in rows, (name, raw)
