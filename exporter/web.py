@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client.exposition import choose_encoder
 
-from . import landing
+from . import landing, openapi
 from .errors import RequestError
 from .model import State
 from .service import Service
@@ -44,8 +44,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error(exc.status, str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:
-            message = {413: f"request body is larger than max_request_bytes"}.get(exc.status, exc.reason)
-            return error(exc.status, message)
+            message = {413: "request body is larger than max_request_bytes"}.get(exc.status, exc.reason)
+            response = error(exc.status, message)
+            if "Allow" in exc.headers:  # 405 must say what is allowed (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         raise
     except StoreError as exc:
         log.error("%s", exc)
@@ -71,6 +74,7 @@ def create_app(service: Service) -> web.Application:
         web.get("/metrics", metrics),
         web.get("/-/healthy", healthy),
         web.get("/-/ready", ready),
+        web.get("/api/v1/openapi.json", openapi_document),
         web.post("/api/v1/calls", register_calls),
         web.get("/api/v1/calls", list_calls),
         web.get("/api/v1/calls/{account}/{call_id}", get_call),
@@ -84,6 +88,10 @@ def create_app(service: Service) -> web.Application:
 
 async def index(request: web.Request) -> web.Response:
     return web.Response(content_type="text/html", text=await landing.render(_require_ready(request)))
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.SPEC)
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -214,6 +222,7 @@ async def delete_call(request: web.Request) -> web.Response:
 
 
 async def list_calls(request: web.Request) -> web.Response:
+    """Empty query values mean "not given", as in the contract's `?account=&state=...` template."""
     service = _require_ready(request)
     q = request.query
     account = q.get("account") or None
@@ -224,7 +233,7 @@ async def list_calls(request: web.Request) -> web.Response:
         raise RequestError(f"state: {state[:32]!r} is not one of {', '.join(s.value for s in State)}", 400)
     since = _parse_since(q.get("since"))
     try:
-        limit = int(q.get("limit", "100"))
+        limit = int(q.get("limit") or "100")
     except ValueError:
         raise RequestError("limit: must be an integer", 400) from None
     if not 1 <= limit <= MAX_LIST_LIMIT:
