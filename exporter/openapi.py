@@ -64,7 +64,9 @@ SPEC: dict[str, Any] = {
                     {"name": "state", "in": "query", "schema": {"type": "string", "enum": _STATES + [""]}},
                     {"name": "since", "in": "query", "allowEmptyValue": True,
                      "schema": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "maxLength": 0}]}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "limit", "in": "query", "allowEmptyValue": True,
+                     "schema": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1000},
+                                          {"type": "string", "maxLength": 0}]}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                 ],
                 "responses": {
