@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the service")
     p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                   help="TLS and basic auth for every endpoint (Prometheus exporter-toolkit format)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run against built-in fake providers with synthetic traffic")
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="register calls with a running service")
     p.add_argument("--url", default=DEFAULT_API_URL, help="service URL (default %(default)s)")
     p.add_argument("--token", default=None, help="API bearer token (default: $OCE_API_TOKEN)")
+    p.add_argument("--basic-auth", default=None, metavar="USER:PASSWORD",
+                   help="when the service uses basic auth (default: $OCE_BASIC_AUTH)")
+    p.add_argument("--ca-file", default=None, help="CA bundle to verify an https --url (e.g. self-signed)")
     p.add_argument("--account", help="account name (single call)")
     p.add_argument("--call-id", help="provider call id (single call)")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="per-call param (repeatable)")
@@ -88,10 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .server import serve
     from .service import Service
 
+    from .webconfig import load_web_config
+
     config = load_config(args.config)
+    web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     setup_logging(config.log_level)
     service = Service(config, _registry())
-    asyncio.run(serve(service))
+    asyncio.run(serve(service, web_config=web_config))
     return 0
 
 
@@ -162,16 +170,15 @@ def _fields(fields: list[dict[str, Any]]) -> str:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("OCE_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = _api_client(args)
     if args.file:
         if args.account or args.call_id or args.param:
             raise ConfigError("--file cannot be combined with --account/--call-id/--param")
-        return _watch_file(args.url, headers, Path(args.file), args.batch_size)
+        return _watch_file(client, Path(args.file), args.batch_size)
     if not (args.account and args.call_id):
         raise ConfigError("give --account and --call-id (or --file)")
     body = {"account": args.account, "call_id": args.call_id, "params": _params(args.param)}
-    with httpx.Client(base_url=args.url, headers=headers, timeout=30, trust_env=False) as client:
+    with client:
         response = _post(client, body)
     if response.status_code in (200, 201):
         rec = response.json()
@@ -180,6 +187,24 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return 0
     print(f"refused ({response.status_code}): {_error_text(response)}", file=sys.stderr)
     return 1
+
+
+def _api_client(args: argparse.Namespace) -> httpx.Client:
+    """A client with the API token (Bearer, or X-API-Token beside basic auth) and TLS trust."""
+    token = args.token or os.environ.get("OCE_API_TOKEN")
+    basic = args.basic_auth or os.environ.get("OCE_BASIC_AUTH")
+    headers, auth = {}, None
+    if basic:
+        user, sep, password = basic.partition(":")
+        if not sep:
+            raise ConfigError("--basic-auth: expected USER:PASSWORD")
+        auth = httpx.BasicAuth(user, password)
+        if token:
+            headers["X-API-Token"] = token
+    elif token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.Client(base_url=args.url, headers=headers, auth=auth, timeout=60, trust_env=False,
+                        verify=args.ca_file or True)
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -231,11 +256,11 @@ def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
             yield reader.line_num, {"account": row["account"], "call_id": row["call_id"], "params": params}
 
 
-def _watch_file(url: str, headers: dict[str, str], path: Path, batch_size: int) -> int:
+def _watch_file(client: httpx.Client, path: Path, batch_size: int) -> int:
     """Send rows in batches; a refused batch is retried row by row to name the bad rows."""
     accepted = existing = 0
     refused: list[tuple[int, str]] = []
-    with httpx.Client(base_url=url, headers=headers, timeout=60, trust_env=False) as client:
+    with client:
         batch: list[tuple[int, Any]] = []
 
         def send(rows: list[tuple[int, Any]]) -> None:

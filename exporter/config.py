@@ -71,6 +71,8 @@ class Config(BaseSettings):
     max_watch_seconds: float = Field(21600.0, gt=0)
     histogram_buckets_seconds: list[float] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
     api_token: SecretStr | None = None
+    #: when true, the API's reads (GET /api/v1/calls...) need the api_token too
+    api_token_for_reads: bool = False
     accounts: list[AccountConfig] = Field(default_factory=list)
     max_request_bytes: int = Field(1_048_576, ge=1024)
     max_batch: int = Field(1000, ge=1)

@@ -13,12 +13,16 @@ import asyncio
 import collections
 import json
 import random
+import socket
+import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 from aiohttp import web
 
@@ -69,14 +73,34 @@ class FakeCall:
 
 @dataclass
 class Fault:
-    """One injected misbehaviour. Kinds: status, timeout, malformed, wrong_shape, reset, huge, drip."""
+    """One injected misbehaviour of the status endpoint.
+
+    Kinds:
+      - `status`: answer `status` (with `body`, and `Retry-After: retry_after` when given; a
+        callable `retry_after` is evaluated per response, e.g. `http_date_in(3)`)
+      - `timeout`: answer (504) only after `delay` seconds
+      - `hang`: accept and read the request, never answer (until the client gives up, or `delay`)
+      - `stall`: send 200 headers and the start of the body, then nothing more (a read timeout)
+      - `malformed`: 200 with truncated JSON
+      - `wrong_shape`: 200 with valid JSON of the wrong shape (`body`, default an array)
+      - `unknown_status`: the call's real record, its status field replaced by `value`
+      - `reset`: 200 headers and part of the body, then a TCP reset (RST)
+      - `huge`: 200 with a streamed body of `size` bytes
+      - `drip`: 200 with a body of `size` bytes sent one byte every `delay` seconds
+    """
 
     kind: str = "status"
     status: int = 500
-    retry_after: str | None = None
+    retry_after: str | Callable[[], str] | None = None
     delay: float = 30.0
     size: int = 8 * 1024 * 1024
     body: bytes | None = None
+    value: str = "teleporting"
+
+
+def http_date_in(seconds: float) -> Callable[[], str]:
+    """A `Retry-After` value computed at response time: the HTTP date `seconds` from then."""
+    return lambda: format_datetime(datetime.now(timezone.utc) + timedelta(seconds=seconds), usegmt=True)
 
 
 class FakeProvider:
@@ -87,6 +111,8 @@ class FakeProvider:
     raw_status: ClassVar[Mapping[State, str]]
     #: statuses shown before dialing (e.g. Telzino's dispatching/dispatched)
     pre_dial: ClassVar[tuple[str, ...]] = ()
+    #: the record field holding the raw status (what an `unknown_status` fault replaces)
+    status_field: ClassVar[str] = "status"
 
     def __init__(self, *, speed: float = 1.0, retention_seconds: float = 7200.0,
                  credentials: Mapping[str, str] | None = None, seed: int | None = None) -> None:
@@ -95,12 +121,20 @@ class FakeProvider:
         self.credentials = dict(credentials or self.default_credentials())
         self.rng = random.Random(seed)
         self.calls: dict[tuple[str, ...], FakeCall] = {}
+        #: "status", "status:<call id>", "fault", "fault:<kind>" -> count of requests
         self.requests: collections.Counter[str] = collections.Counter()
+        #: (wall time answered, path, HTTP status) of every status request answered
         self.log: collections.deque[tuple[float, str, int]] = collections.deque(maxlen=100_000)
+        #: (wall time received, call id) of every status request, answered or not
+        self.arrivals: collections.deque[tuple[float, str]] = collections.deque(maxlen=100_000)
+        #: body bytes written by `huge` and `drip` faults (how much a client let through)
+        self.fault_bytes_sent = 0
         self._faults: collections.deque[list[Any]] = collections.deque()
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.url = ""
+        self.port = 0
 
     # -- provider-specific: subclasses override -------------------------------------------------
 
@@ -204,6 +238,7 @@ class FakeProvider:
         """Faults first, then auth, then the call's current record (404 when unknown or expired)."""
         self.requests["status"] += 1
         self.requests[f"status:{call_id}"] += 1
+        self.arrivals.append((time.time(), call_id))
         response = await self._respond(request, call_id, params)
         self.log.append((time.time(), request.path, response.status))
         return response
@@ -211,14 +246,20 @@ class FakeProvider:
     async def _respond(self, request: web.Request, call_id: str, params: Mapping[str, str]) -> web.StreamResponse:
         fault = self._take_fault()
         if fault is not None:
-            return await self._apply_fault(request, fault)
+            self.requests["fault"] += 1
+            self.requests[f"fault:{fault.kind}"] += 1
+            if fault.kind != "unknown_status":
+                return await self._apply_fault(request, fault)
         if not self.authorized(request):
             return self.unauthorized()
         call = self.calls.get(self.key(call_id, params))
         now = time.time()
         if call is None or self._expired(call, now):
             return self.not_found()
-        return web.json_response(self.render(call, call.step_index(now, self.speed), now))
+        record = self.render(call, call.step_index(now, self.speed), now)
+        if fault is not None:
+            record[self.status_field] = fault.value
+        return web.json_response(record)
 
     def _expired(self, call: FakeCall, now: float) -> bool:
         last = call.steps[-1]
@@ -227,35 +268,55 @@ class FakeProvider:
 
     async def _apply_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         if fault.kind == "status":
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            retry_after = fault.retry_after() if callable(fault.retry_after) else fault.retry_after
+            headers = {"Retry-After": retry_after} if retry_after is not None else {}
             body = fault.body if fault.body is not None else json.dumps({"error": f"injected {fault.status}"}).encode()
             return web.Response(status=fault.status, body=body, headers=headers, content_type="application/json")
         if fault.kind == "timeout":
             await asyncio.sleep(fault.delay)
             return web.json_response({"error": "too late"}, status=504)
+        if fault.kind == "hang":
+            await self._until_client_leaves(request, fault.delay)
+            return web.json_response({"error": "too late"}, status=504)
         if fault.kind == "malformed":
-            return web.Response(body=b'{"status": "compl', content_type="application/json")
+            return web.Response(body=fault.body or b'{"status": "compl', content_type="application/json")
         if fault.kind == "wrong_shape":
             return web.Response(body=fault.body or b'[{"status": 1}]', content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        if fault.kind == "reset":
+        if fault.kind in ("reset", "stall"):
             response.content_length = 4096
             await response.prepare(request)
             await response.write(b'{"id": "')
-            assert request.transport is not None
-            request.transport.close()
+            if fault.kind == "stall":
+                await self._until_client_leaves(request, fault.delay)
+            else:
+                _reset(request)
             return response
         if fault.kind in ("huge", "drip"):
             await response.prepare(request)
             chunk = b" " * 65536 if fault.kind == "huge" else b" "
             sent = 0
-            while sent < fault.size:
-                await response.write(chunk)
-                sent += len(chunk)
-                if fault.kind == "drip":
-                    await asyncio.sleep(fault.delay)
+            try:
+                while sent < fault.size:
+                    await response.write(chunk)
+                    sent += len(chunk)
+                    self.fault_bytes_sent += len(chunk)
+                    if fault.kind == "drip":
+                        await asyncio.sleep(fault.delay)
+            except ConnectionError:  # the client stopped reading: that is the point
+                pass
             return response
         raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    @staticmethod
+    async def _until_client_leaves(request: web.Request, limit: float) -> None:
+        """Say nothing until the client closes the connection (or `limit` seconds pass)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.sleep(0.05)
 
     # -- serving ------------------------------------------------------------------------------------
 
@@ -270,7 +331,8 @@ class FakeProvider:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        self.port = sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
         return self.url
 
     async def stop(self) -> None:
@@ -287,21 +349,31 @@ class FakeProvider:
         await asyncio.gather(*others, return_exceptions=True)
 
     @contextmanager
-    def running(self) -> Iterator["FakeProvider"]:
-        """Serve on 127.0.0.1 from a background thread (for tests driving a separate service)."""
+    def running(self, port: int = 0) -> Iterator["FakeProvider"]:
+        """Serve on 127.0.0.1 from a background thread (for tests driving a separate service).
+
+        `port` 0 picks a free one; give a fixed port to have the service configured (and
+        refused) before the fake first comes up, see `up`.
+        """
         loop = asyncio.new_event_loop()
         started = threading.Event()
+        failed: list[BaseException] = []
 
         def serve() -> None:
             asyncio.set_event_loop(loop)
-            loop.run_until_complete(self.start())
+            try:
+                loop.run_until_complete(self.start(port=port))
+            except BaseException as exc:  # surfaced below
+                failed.append(exc)
             started.set()
-            loop.run_forever()
+            if not failed:
+                loop.run_forever()
 
         thread = threading.Thread(target=serve, name=f"fake-{self.provider}", daemon=True)
         thread.start()
-        if not started.wait(10):
-            raise RuntimeError("fake provider did not start")
+        if not started.wait(10) or failed:
+            raise RuntimeError(f"fake provider did not start: {failed[:1]}")
+        self._loop = loop
         try:
             yield self
         finally:
@@ -309,3 +381,38 @@ class FakeProvider:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
+            self._loop = None
+
+    def down(self) -> None:
+        """Go away completely (from `running`): stop listening and drop every open connection,
+        so clients get connection refused until `up`."""
+        self._in_loop(self.stop())
+
+    def up(self) -> None:
+        """Listen again on the same port after `down`."""
+        if self._runner is None:
+            self._in_loop(self.start(port=self.port))
+
+    @property
+    def is_up(self) -> bool:
+        return self._runner is not None
+
+    def _in_loop(self, coro: Any) -> Any:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("down()/up() need the fake to be `running()`")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+
+def _reset(request: web.Request) -> None:
+    """Abort the connection with a TCP RST (SO_LINGER 0), as a crashing peer or middlebox does."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()

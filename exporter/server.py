@@ -12,12 +12,14 @@ from aiohttp import web
 from .config import split_address
 from .service import Service
 from .web import PathOnlyAccessLogger, create_app
+from .webconfig import WebConfig, ssl_context
 
 log = logging.getLogger(__name__)
 
 
 async def serve(service: Service, stop: asyncio.Event | None = None,
-                on_ready: Callable[[str], Awaitable[None] | None] | None = None) -> None:
+                on_ready: Callable[[str], Awaitable[None] | None] | None = None,
+                web_config: WebConfig | None = None) -> None:
     """Listen first (so /-/healthy answers while the store loads), then start polling.
 
     Returns after `stop` is set or SIGTERM/SIGINT arrives: stops accepting requests, lets
@@ -31,14 +33,15 @@ async def serve(service: Service, stop: asyncio.Event | None = None,
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     host, port = split_address(service.config.listen_address)
-    runner = web.AppRunner(create_app(service), access_log_class=PathOnlyAccessLogger,
+    runner = web.AppRunner(create_app(service, web_config), access_log_class=PathOnlyAccessLogger,
                            handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    tls = web_config.tls_server_config if web_config else None
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context(tls) if tls else None)
     try:
         await site.start()
         bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound[1]}"
+        url = f"{'https' if tls else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound[1]}"
         log.info("listening on %s:%d", host, bound[1])
         await service.start()
         log.info("ready: metrics at %s/metrics", url)

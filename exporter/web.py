@@ -22,6 +22,7 @@ from .errors import RequestError
 from .model import State
 from .service import Service
 from .store import StoreError, decode_cursor, encode_cursor
+from .webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,11 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
                          response.status, time)
 
 
-def create_app(service: Service) -> web.Application:
-    app = web.Application(client_max_size=service.config.max_request_bytes, middlewares=[errors_as_json])
+def create_app(service: Service, web_config: WebConfig | None = None) -> web.Application:
+    middlewares = [errors_as_json]
+    if web_config is not None and web_config.basic_auth_users:
+        middlewares.insert(0, BasicAuth(web_config.basic_auth_users).middleware())
+    app = web.Application(client_max_size=service.config.max_request_bytes, middlewares=middlewares)
     app[SERVICE_KEY] = service
     app.add_routes([
         web.get("/", index),
@@ -117,13 +121,22 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _check_token(request: web.Request) -> None:
+    """The api_token, as `Authorization: Bearer <token>` or — when basic auth already uses the
+    Authorization header — as `X-API-Token: <token>`. Constant-time comparison."""
     token = request.app[SERVICE_KEY].config.api_token
     if token is None:
         return
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise RequestError("missing or wrong bearer token (Authorization: Bearer <api_token>)", 401)
+    expected = token.get_secret_value().encode()
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = request.headers.get("X-API-Token", "")
+    if not hmac.compare_digest(given.encode(), expected):
+        raise RequestError("missing or wrong API token (Authorization: Bearer <api_token>)", 401)
+
+
+def _check_read_token(request: web.Request) -> None:
+    if request.app[SERVICE_KEY].config.api_token_for_reads:
+        _check_token(request)
 
 
 def _require_ready(request: web.Request) -> Service:
@@ -201,6 +214,7 @@ async def register_calls(request: web.Request) -> web.Response:
 
 
 async def get_call(request: web.Request) -> web.Response:
+    _check_read_token(request)
     service = _require_ready(request)
     account, call_id = request.match_info["account"], request.match_info["call_id"]
     if account not in service.pollers:
@@ -223,6 +237,7 @@ async def delete_call(request: web.Request) -> web.Response:
 
 async def list_calls(request: web.Request) -> web.Response:
     """Empty query values mean "not given", as in the contract's `?account=&state=...` template."""
+    _check_read_token(request)
     service = _require_ready(request)
     q = request.query
     account = q.get("account") or None
