@@ -27,7 +27,7 @@ import httpx
 
 from outbound_call_exporter import CallParams, PathSegment, ProviderSettings
 
-from .common import CADENCE, CallSid, HeaderSecret, OutcomeProvider, outcome_status_map
+from .common import CallSid, HeaderSecret, OutcomeProvider, outcome_status_map
 
 Region = Literal["us", "eu", "uk", "studio"]
 Environment = Literal["sandbox", "pre-release", "live"]
@@ -53,16 +53,10 @@ class PolyAIAgents(OutcomeProvider):
     Settings = AgentsSettings
     Params = AgentsParams
     status_map = outcome_status_map("QUEUED", "CALLING", "SUCCESS", "FAILURE")
-    cadence = CADENCE
-
-    settings: AgentsSettings
-
-    @classmethod
-    def default_base_url_for(cls, settings: AgentsSettings) -> str:  # type: ignore[override]
-        return f"https://api.{settings.region}.poly.ai"
+    credential = "api_key"
+    auth_header = "X-API-KEY"
+    region_url = "https://api.{region}.poly.ai"
 
     def build_request(self, call: AgentsParams) -> httpx.Request:  # type: ignore[override]
-        url = self.url("v1", "agents", call.agent_id, "telephony", "outbound-calls", call.call_id, "status",
-                       query={"environment": call.environment})
-        return httpx.Request("GET", url, headers={"X-API-KEY": self.settings.api_key.get_secret_value(),
-                                                  "Accept": "application/json"})
+        return self.get(self.url("v1", "agents", call.agent_id, "telephony", "outbound-calls", call.call_id,
+                                 "status", query={"environment": call.environment}))

@@ -1,4 +1,4 @@
-"""What the three PolyAI status APIs share: call-id format, cadence, status/reason parsing.
+"""What the three PolyAI status APIs share: call SIDs, cadence, auth, status/reason parsing.
 
 PolyAI publishes three outbound-calling status APIs (see the package docstring). Their ids,
 polling advice and the `status` + `reason` body of two of them are the same, so they live here
@@ -8,8 +8,9 @@ once; each API's module only says what differs (path, auth header, settings, sta
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, ClassVar, Mapping
 
+import httpx
 from pydantic import AfterValidator, SecretStr
 
 from outbound_call_exporter import CallStatus, Provider, State, classify_failure, parse_timestamp
@@ -62,7 +63,27 @@ def required_status(body: Mapping[str, Any]) -> str:
     return raw
 
 
-class OutcomeProvider(Provider):
+class PolyAIProvider(Provider):
+    """Base of the three: the docs' cadence, one credential in one header, regional servers."""
+
+    cadence = CADENCE
+    #: the settings field holding the credential, and the header it is sent in
+    credential: ClassVar[str]
+    auth_header: ClassVar[str]
+    #: the documented server as a template over the `region` setting (None: `default_base_url`)
+    region_url: ClassVar[str | None] = None
+
+    @classmethod
+    def default_base_url_for(cls, settings: Any) -> str:
+        return cls.region_url.format(region=settings.region) if cls.region_url else cls.default_base_url
+
+    def get(self, url: httpx.URL) -> httpx.Request:
+        secret: SecretStr = getattr(self.settings, self.credential)
+        return httpx.Request("GET", url, headers={self.auth_header: secret.get_secret_value(),
+                                                  "Accept": "application/json"})
+
+
+class OutcomeProvider(PolyAIProvider):
     """Base of the APIs that answer `{"status": ..., "reason": ...}` (Agents API, platform).
 
     `reason` is free text, usually empty except for failures; a `failure` is refined into a

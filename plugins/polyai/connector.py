@@ -34,10 +34,10 @@ from typing import Any, Mapping
 
 import httpx
 
-from outbound_call_exporter import (CallParams, CallStatus, Event, PathSegment, Provider, ProviderSettings,
+from outbound_call_exporter import (CallParams, CallStatus, Event, PathSegment, ProviderSettings,
                                     State, parse_timestamp)
 
-from .common import CADENCE, CallSid, HeaderSecret, required_status
+from .common import CallSid, HeaderSecret, PolyAIProvider, required_status
 
 STATUS_MAP = {
     "CREATED": State.QUEUED,
@@ -77,21 +77,19 @@ def _event_item(item: Any) -> tuple[Any, Any]:
     raise ValueError("event_history entry is neither {status: timestamp} nor {status, timestamp}")
 
 
-class PolyAIConnector(Provider):
+class PolyAIConnector(PolyAIProvider):
     name = "polyai_connector"
     description = "PolyAI connector outbound call status with event history (X-CONNECTOR-ID)"
     default_base_url = "https://api.us-1.platform.polyai.app"
     Settings = ConnectorSettings
     Params = ConnectorParams
     status_map = STATUS_MAP
-    cadence = CADENCE
-
-    settings: ConnectorSettings
+    credential = "connector_id"
+    auth_header = "X-CONNECTOR-ID"
 
     def build_request(self, call: ConnectorParams) -> httpx.Request:  # type: ignore[override]
-        url = self.url("api", "v1", call.account_id, call.project_id, "outbound-call", "status", call.call_id)
-        return httpx.Request("GET", url, headers={"X-CONNECTOR-ID": self.settings.connector_id.get_secret_value(),
-                                                  "Accept": "application/json"})
+        return self.get(self.url("api", "v1", call.account_id, call.project_id, "outbound-call", "status",
+                                 call.call_id))
 
     def events(self, history: Any) -> tuple[Event, ...]:
         if history is None:

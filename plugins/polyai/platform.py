@@ -25,7 +25,7 @@ import httpx
 
 from outbound_call_exporter import CallParams, ProviderSettings
 
-from .common import CADENCE, CallSid, HeaderSecret, OutcomeProvider, outcome_status_map
+from .common import CallSid, HeaderSecret, OutcomeProvider, outcome_status_map
 
 Region = Literal["us-1", "uk-1", "euw-1"]
 
@@ -46,16 +46,9 @@ class PolyAIPlatform(OutcomeProvider):
     Settings = PlatformSettings
     Params = PlatformParams
     status_map = outcome_status_map("queued", "calling", "success", "failure")
-    cadence = CADENCE
-
-    settings: PlatformSettings
-
-    @classmethod
-    def default_base_url_for(cls, settings: PlatformSettings) -> str:  # type: ignore[override]
-        return f"https://api.{settings.region}.platform.polyai.app"
+    credential = "auth_token"
+    auth_header = "X-PolyAi-Auth-Token"
+    region_url = "https://api.{region}.platform.polyai.app"
 
     def build_request(self, call: PlatformParams) -> httpx.Request:  # type: ignore[override]
-        return httpx.Request(
-            "GET", self.url("v1", "outbound-calling", call.call_id, "status"),
-            headers={"X-PolyAi-Auth-Token": self.settings.auth_token.get_secret_value(),
-                     "Accept": "application/json"})
+        return self.get(self.url("v1", "outbound-calling", call.call_id, "status"))

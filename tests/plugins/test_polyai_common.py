@@ -88,3 +88,11 @@ def test_the_provider_doc_has_every_status_mapping():
         for raw, state in cls.status_map.items():
             if documented[name](raw):
                 assert (raw, state.value) in rows, (name, raw)
+
+
+@pytest.mark.parametrize("name", ["polyai_agents", "polyai_platform", "polyai_connector"])
+def test_default_base_url_is_the_default_regions_server(name):
+    cls = build_registry([("polyai", polyai)]).providers[name]
+    settings = cls.Settings(**{cls.credential: "k"})
+    assert cls.default_base_url_for(settings) == cls.default_base_url
+    assert cls(settings).base_url == cls.default_base_url
