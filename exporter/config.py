@@ -39,7 +39,8 @@ class AccountConfig(BaseModel):
     provider: str
     base_url: str | None = None
     max_concurrency: int = Field(32, ge=1, le=10_000)
-    max_requests_per_second: float = Field(20.0, gt=0, le=100_000)
+    #: default: the plugin's `default_max_requests_per_second` (its documented limit, else 20)
+    max_requests_per_second: float | None = Field(None, gt=0, le=100_000)
     poll_interval_seconds: dict[PollState, float] = Field(default_factory=dict)
     not_found_grace_seconds: float = Field(60.0, ge=0)
     #: raw until the plugin's model validates it (and marks its secrets): never in a repr
@@ -274,6 +275,8 @@ def resolve_accounts(config: Config, registry: Registry) -> list[Account]:
         except ValidationError as exc:
             raise ConfigError(f"{label}.settings: {format_validation_error(exc)}") from None
         provider = cls(settings, acc.base_url)
+        if acc.max_requests_per_second is None:
+            acc = acc.model_copy(update={"max_requests_per_second": cls.default_max_requests_per_second})
         cadence = dict(cls.cadence)
         cadence.update({State(k): v for k, v in acc.poll_interval_seconds.items()})
         accounts.append(Account(

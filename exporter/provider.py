@@ -67,6 +67,8 @@ class Provider:
     status_map: ClassVar[Mapping[str, State]]
     #: seconds between polls while a call is in each non-terminal state
     cadence: ClassVar[Mapping[State, float]]
+    #: the account's rate limit unless configured: the provider's documented limit, when it has one
+    default_max_requests_per_second: ClassVar[float] = 20.0
 
     def __init__(self, settings: ProviderSettings, base_url: str | None = None) -> None:
         self.settings = settings

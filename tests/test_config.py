@@ -113,3 +113,16 @@ def test_version_and_help():
     assert _cli("--version").stdout.startswith("outbound-call-exporter ")
     for sub in ("run", "demo", "watch", "plugins", "check-config"):
         assert _cli(sub, "--help").returncode == 0
+
+
+def test_rate_limit_defaults_to_the_plugins_documented_limit(files, registry):
+    [acc] = resolve_accounts(load_config(files, environ={}), registry)
+    assert acc.config.max_requests_per_second == 20  # Telzino publishes none
+    trillet = files.read_text().replace("provider: telzino", "provider: trillet").replace(
+        "token_file", "api_key_file").replace(f'agent_id: "{AGENT}"', 'workspace_id: "ws"')
+    files.write_text(trillet)
+    [acc] = resolve_accounts(load_config(files, environ={}), registry)
+    assert acc.config.max_requests_per_second == 1  # Trillet's developer plan: 60 per minute
+    files.write_text(trillet.replace("max_concurrency: 4", "max_concurrency: 4\n    max_requests_per_second: 5"))
+    [acc] = resolve_accounts(load_config(files, environ={}), registry)
+    assert acc.config.max_requests_per_second == 5

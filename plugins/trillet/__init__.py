@@ -31,7 +31,7 @@ Decisions:
 - Trillet documents no polling cadence. Its developer plan allows 60 requests/minute per key,
   so the default cadence is gentle: waiting 10 s, active 10 s, unknown 30 s (`dialing` is never
   reported; 5 s). Timings come from the provider's clock, so a slower poll costs freshness, not
-  accuracy. Set the account's `max_requests_per_second: 1` on the developer plan.
+  accuracy. The account's `max_requests_per_second` defaults to 1 (the developer plan's 60/min).
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ class Trillet(Provider):
     Params = TrilletParams
     status_map = STATUS_MAP
     cadence = {State.QUEUED: 10.0, State.DIALING: 5.0, State.IN_PROGRESS: 10.0, State.UNKNOWN: 30.0}
+    #: the developer plan's limit: 60 requests per minute (provider-facts.md)
+    default_max_requests_per_second = 1.0
 
     settings: TrilletSettings
 
