@@ -87,6 +87,8 @@ class Fault:
       - `reset`: 200 headers and part of the body, then a TCP reset (RST)
       - `huge`: 200 with a streamed body of `size` bytes
       - `drip`: 200 with a body of `size` bytes sent one byte every `delay` seconds
+
+    `latency` delays any kind's answer (e.g. slow 401s, so that many are in flight at once).
     """
 
     kind: str = "status"
@@ -96,6 +98,7 @@ class Fault:
     size: int = 8 * 1024 * 1024
     body: bytes | None = None
     value: str = "teleporting"
+    latency: float = 0.0
 
 
 def http_date_in(seconds: float) -> Callable[[], str]:
@@ -267,6 +270,8 @@ class FakeProvider:
             now - call.ended_at(self.speed) > self.retention_seconds / self.speed
 
     async def _apply_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        if fault.latency:
+            await asyncio.sleep(fault.latency)
         if fault.kind == "status":
             retry_after = fault.retry_after() if callable(fault.retry_after) else fault.retry_after
             headers = {"Retry-After": retry_after} if retry_after is not None else {}
