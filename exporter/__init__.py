@@ -6,7 +6,7 @@ The public API for plugin authors is exactly `__all__`; everything else is inter
 from ._version import __version__
 from .errors import PollError
 from .hookspecs import hookimpl
-from .model import CallStatus, ErrorReason, Event, FailureReason, State
+from .model import BatchProgress, CallPage, CallStatus, ErrorReason, Event, FailureReason, ListedCall, State
 from .provider import (CallParams, PathSegment, Provider, ProviderSettings, Uuid, classify_failure,
                        parse_retry_after, parse_timestamp)
 
@@ -17,6 +17,9 @@ __all__ = [
     "ProviderSettings",
     "CallParams",
     "CallStatus",
+    "ListedCall",
+    "CallPage",
+    "BatchProgress",
     "Event",
     "State",
     "ErrorReason",

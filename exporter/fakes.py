@@ -54,6 +54,9 @@ class FakeCall:
     fields: dict[str, Any] = field(default_factory=dict)  # extra record fields (error, sip code, ...)
     created: float = field(default_factory=time.time)
     outcome: State | None = None
+    callback_url: str | None = None  # the fake POSTs its result webhook here once it ends
+    callback_headers: dict[str, str] = field(default_factory=dict)
+    webhook_sent: bool = False
 
     def elapsed(self, now: float, speed: float) -> float:
         return (now - self.created) * speed
@@ -325,6 +328,62 @@ class FakeProvider:
 
     # -- serving ------------------------------------------------------------------------------------
 
+    # -- list endpoints, batch progress and result webhooks (discovery) ---------------------
+
+    def matching(self, scope: Mapping[str, str], status: str | None, now: float) -> list[FakeCall]:
+        """Known, unexpired calls whose params match `scope` (and show `status`), newest first."""
+        calls = [c for c in list(self.calls.values())
+                 if all(c.params.get(k) == v for k, v in scope.items()) and not self._expired(c, now)]
+        if status is not None:
+            calls = [c for c in calls if c.steps[c.step_index(now, self.speed)].status == status]
+        return sorted(calls, key=lambda c: c.created, reverse=True)
+
+    async def serve_list(self, request: web.Request, scope: Mapping[str, str], status: str | None,
+                         page: int, limit: int) -> web.StreamResponse:
+        """Faults first, then auth, then page `page` of the matching calls via `render_list`."""
+        self.requests["list"] += 1
+        fault = self._take_fault()
+        if fault is not None:
+            return await self._apply_fault(request, fault)
+        if not self.authorized(request):
+            return self.unauthorized()
+        now = time.time()
+        calls = self.matching(scope, status, now)
+        chunk = calls[(page - 1) * limit: page * limit]
+        items = [self.render(c, c.step_index(now, self.speed), now) for c in chunk]
+        return web.json_response(self.render_list(items, pagination(page, limit, len(calls)), calls, now))
+
+    def render_list(self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall],
+                    now: float) -> dict[str, Any]:
+        """A list response's body (subclasses with a list endpoint)."""
+        raise NotImplementedError
+
+    def webhook_body(self, call: FakeCall, now: float) -> dict[str, Any] | None:
+        """The result webhook a finished call sends to its `callback_url` (None: no webhooks)."""
+        return None
+
+    async def _webhook_loop(self) -> None:
+        """POST each finished call's result webhook once, as the provider would."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            while True:
+                now = time.time()
+                for call in list(self.calls.values()):
+                    if call.callback_url is None or call.webhook_sent or \
+                            call.step_index(now, self.speed) < len(call.steps) - 1:
+                        continue
+                    call.webhook_sent = True
+                    body = self.webhook_body(call, now)
+                    if body is None:
+                        continue
+                    try:
+                        async with session.post(call.callback_url, json=body, headers=call.callback_headers) as r:
+                            self.requests[f"webhook:{r.status}"] += 1
+                    except aiohttp.ClientError:
+                        self.requests["webhook:failed"] += 1
+                await asyncio.sleep(0.05)
+
     def app(self) -> web.Application:
         app = web.Application()
         app.add_routes(self.routes())
@@ -338,9 +397,14 @@ class FakeProvider:
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         self.port = sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
+        self._webhooks = asyncio.create_task(self._webhook_loop(), name=f"fake-{self.provider}-webhooks")
         return self.url
 
     async def stop(self) -> None:
+        if getattr(self, "_webhooks", None) is not None:
+            self._webhooks.cancel()
+            await asyncio.gather(self._webhooks, return_exceptions=True)
+            self._webhooks = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -407,6 +471,13 @@ class FakeProvider:
             coro.close()
             raise RuntimeError("down()/up() need the fake to be `running()`")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+
+def pagination(page: int, limit: int, total: int) -> dict[str, Any]:
+    """The `pagination` object both Telzino's and Trillet's list endpoints return."""
+    pages = max(1, -(-total // limit))
+    return {"page": page, "limit": limit, "total": total, "totalPages": pages,
+            "hasNext": page < pages, "hasPrev": page > 1}
 
 
 def _reset(request: web.Request) -> None:

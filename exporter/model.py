@@ -99,3 +99,28 @@ class CallStatus:
     failure_reason: FailureReason | None = None
     sip_status_code: int | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedCall:
+    """One call from a list endpoint or a webhook: its identity (`call_id` plus the path params
+    of the plugin's `Params`) and what the provider says about it."""
+
+    params: Mapping[str, Any]
+    status: CallStatus
+
+
+@dataclass(frozen=True, slots=True)
+class CallPage:
+    """One page of a provider's list endpoint."""
+
+    calls: tuple[ListedCall, ...]
+    has_next: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """A batch's job counters as the provider reports them, and whether the batch is done."""
+
+    counts: Mapping[str, int]
+    complete: bool

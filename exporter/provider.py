@@ -19,7 +19,7 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from .errors import PollError
-from .model import CallStatus, ErrorReason, FailureReason, State
+from .model import BatchProgress, CallPage, CallStatus, ErrorReason, FailureReason, ListedCall, State
 
 #: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (design.md, Limits).
 PATH_SEGMENT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -93,6 +93,45 @@ class Provider:
     def parse_body(self, call: CallParams, body: dict[str, Any]) -> CallStatus:
         """Parse a successful response's JSON object (called by `parse_response`)."""
         raise NotImplementedError
+
+    # -- optional capabilities (issue: discovery, bulk status, webhooks) ---------------------
+    #
+    # A plugin offers discovery and bulk status by declaring `scope_keys` and implementing the
+    # list pair; batch progress with the progress pair; push with `parse_webhook`. The host does
+    # the paging, the timing and the rate limiting, exactly as for status requests.
+
+    #: the keys a watch scope may use (e.g. {"agent_id"}); empty: no list endpoint
+    scope_keys: ClassVar[frozenset[str]] = frozenset()
+    #: raw statuses a bulk refresh lists, one filtered listing each (the non-terminal ones)
+    list_status_filters: ClassVar[tuple[str, ...]] = ()
+    #: when True, a scope lists calls created before it was added too (a batch: all its jobs)
+    scope_includes_past: ClassVar[bool] = False
+
+    def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None) -> httpx.Request:
+        """Page `page` (1-based) of the calls in `scope`, newest first, optionally one status."""
+        raise NotImplementedError
+
+    def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
+        """A list response as a page of `ListedCall`s (raise `PollError` like `parse_response`)."""
+        raise NotImplementedError
+
+    def build_progress_request(self, scope: Mapping[str, str]) -> httpx.Request:
+        """The batch-progress request for `scope`."""
+        raise NotImplementedError
+
+    def parse_progress_response(self, scope: Mapping[str, str], response: httpx.Response) -> BatchProgress:
+        raise NotImplementedError
+
+    def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
+        """A result webhook's JSON body as the call it is about; ValueError if it is not one."""
+        raise NotImplementedError
+
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        """Whether the plugin implements `list`, `progress` or `webhook`."""
+        method = {"list": "parse_list_response", "progress": "parse_progress_response",
+                  "webhook": "parse_webhook"}[capability]
+        return getattr(cls, method) is not getattr(Provider, method)
 
     # -- helpers plugins call -------------------------------------------------------------
 

@@ -15,6 +15,11 @@ Status mapping (every documented value; see ../shared/provider-docs/telzino-outb
 The record's `created_at` / `answered_at` / `ended_at` (ISO 8601, µs, +00:00) are the
 provider's clock: time to terminal and time to answer are measured on them. `duration` is
 talk time. Telzino documents no polling cadence; the design's defaults apply.
+
+Discovery and bulk status: `GET /v1/agents/{agentId}/outbound-calls?page&limit&status` (newest
+first, ≤ 100 per page, one status filter) lists an agent's calls in the record's shape; a watch
+scope is `{agent_id}`. The result webhook POSTed to `callback_url` carries the record's shape
+(`id`, `status`, ...) and is parsed like a status response.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from outbound_call_exporter import (CallParams, CallStatus, Provider, ProviderSettings, State, Uuid,
-                                    classify_failure, hookimpl, parse_timestamp)
+from outbound_call_exporter import (CallPage, CallParams, CallStatus, ListedCall, Provider, ProviderSettings,
+                                    State, Uuid, classify_failure, hookimpl, parse_timestamp)
 
 STATUS_MAP = {
     "queued": State.QUEUED,
@@ -65,11 +70,11 @@ class Telzino(Provider):
     settings: TelzinoSettings
 
     def build_request(self, call: TelzinoParams) -> httpx.Request:  # type: ignore[override]
-        return httpx.Request(
-            "GET", self.url("v1", "agents", call.agent_id, "outbound-calls", call.call_id),
-            headers={"Authorization": f"Bearer {self.settings.token.get_secret_value()}",
-                     "Accept": "application/json"},
-        )
+        return httpx.Request("GET", self.url("v1", "agents", call.agent_id, "outbound-calls", call.call_id),
+                             headers=self._headers())
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.token.get_secret_value()}", "Accept": "application/json"}
 
     def parse_body(self, call: TelzinoParams, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
         raw = body.get("status")
@@ -97,6 +102,38 @@ class Telzino(Provider):
             sip_status_code=sip if isinstance(sip, int) and not isinstance(sip, bool) else None,
             extras={k: body[k] for k in EXTRAS if body.get(k) is not None},
         )
+
+
+    # -- discovery, bulk status, webhook ------------------------------------------------------
+
+    scope_keys = frozenset({"agent_id"})
+    list_status_filters = ("queued", "dispatching", "dispatched", "dialing", "in_progress")
+    page_size = 100  # the documented maximum
+
+    def build_list_request(self, scope, page, status):  # type: ignore[no-untyped-def]
+        query = {"page": str(page), "limit": str(self.page_size)}
+        if status is not None:
+            query["status"] = status
+        return httpx.Request("GET", self.url("v1", "agents", scope["agent_id"], "outbound-calls", query=query),
+                             headers=self._headers())
+
+    def parse_list_response(self, scope, response):  # type: ignore[no-untyped-def]
+        self.raise_for_status(response)
+        body = self.json_object(response)
+        items, pagination = body.get("data"), body.get("pagination")
+        if not isinstance(items, list) or not isinstance(pagination, dict):
+            raise ValueError("a list response needs `data` and `pagination`")
+        calls = tuple(ListedCall({"call_id": item["id"], "agent_id": item.get("agent_id") or scope["agent_id"]},
+                                 self.parse_body(None, item)) for item in items)  # type: ignore[arg-type]
+        return CallPage(calls, has_next=pagination.get("hasNext") is True)
+
+    def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
+        if not isinstance(body.get("id"), str) or not isinstance(body.get("status"), str):
+            raise ValueError("a Telzino result webhook carries the call's `id` and `status`")
+        params = {"call_id": body["id"]}
+        if isinstance(body.get("agent_id"), str):
+            params["agent_id"] = body["agent_id"]
+        return ListedCall(params, self.parse_body(None, body))  # type: ignore[arg-type]
 
 
 @hookimpl

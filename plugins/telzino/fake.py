@@ -36,7 +36,33 @@ class TelzinoFake(FakeProvider):
         return {**self.credentials, "agent_id": self.agent_id}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/agents/{agent_id}/outbound-calls/{call_id}", self._status)]
+        return [web.get("/v1/agents/{agent_id}/outbound-calls/{call_id}", self._status),
+                web.get("/v1/agents/{agent_id}/outbound-calls", self._list)]
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        """`?page=1&limit=50(≤100)&status=<one lifecycle status>`, newest first."""
+        q = request.query
+        try:
+            page, limit = int(q.get("page", "1")), int(q.get("limit", "50"))
+        except ValueError:
+            return web.json_response({"error": "page and limit must be integers"}, status=400)
+        status = q.get("status")
+        known = (*self.raw_status.values(), *self.pre_dial)
+        if (status is not None and status not in known) or not 1 <= limit <= 100 or page < 1:
+            return web.json_response({"error": "invalid query"}, status=400)
+        return await self.serve_list(request, {"agent_id": request.match_info["agent_id"]}, status, page, limit)
+
+    def render_list(self, items, paging, calls, now):  # type: ignore[no-untyped-def]
+        omitted = ("call_context", "callback_url", "callback_delivered", "summary_text")
+        return {"data": [{k: v for k, v in item.items() if k not in omitted} for item in items],
+                "pagination": paging}
+
+    def webhook_body(self, call: FakeCall, now: float) -> dict[str, Any]:
+        """The record's shape, as the discovery doc says to treat it (signing is undocumented)."""
+        record = self.render(call, len(call.steps) - 1, now)
+        return {k: record[k] for k in ("id", "agent_id", "status", "request_metadata", "transcript_id",
+                                       "summary_text", "sip_status_code", "error", "created_at", "answered_at",
+                                       "ended_at", "duration")}
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
@@ -70,7 +96,7 @@ class TelzinoFake(FakeProvider):
             "status": status,
             "call_context": "You are calling John to confirm his appointment tomorrow at 2pm.",
             "request_metadata": {"crm_id": "123"},
-            "callback_url": "https://your-system.com/telzino/call-result",
+            "callback_url": call.callback_url or "https://your-system.com/telzino/call-result",
             "callback_delivered": (True if terminal else None),
             "transcript_id": "de79aee6-ae41-4003-a3f4-ba9d77b59bd8" if answered else None,
             "summary_text": "Appointment Confirmation" if terminal and answered else None,

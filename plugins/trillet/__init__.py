@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr, field_validator
 
-from outbound_call_exporter import (CallParams, CallStatus, ErrorReason, PathSegment, PollError, Provider,
+from outbound_call_exporter import (BatchProgress, CallPage, CallParams, ListedCall, CallStatus, ErrorReason, PathSegment, PollError, Provider,
                                     ProviderSettings, State, classify_failure, hookimpl, parse_timestamp)
 
 STATUS_MAP = {
@@ -91,12 +91,46 @@ class Trillet(Provider):
     settings: TrilletSettings
 
     def build_request(self, call: TrilletParams) -> httpx.Request:  # type: ignore[override]
-        return httpx.Request(
-            "GET", self.url("v1", "api", "batch-calls", call.batch_id, "calls", call.call_id),
-            headers={"x-api-key": self.settings.api_key.get_secret_value(),
-                     "x-workspace-id": self.settings.workspace_id,
-                     "Accept": "application/json"},
-        )
+        return httpx.Request("GET", self.url("v1", "api", "batch-calls", call.batch_id, "calls", call.call_id),
+                             headers=self._headers())
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": self.settings.api_key.get_secret_value(),
+                "x-workspace-id": self.settings.workspace_id, "Accept": "application/json"}
+
+    # -- discovery, bulk status, batch progress ---------------------------------------------
+
+    scope_keys = frozenset({"batch_id"})
+    list_status_filters = ("waiting", "active")
+    scope_includes_past = True  # a batch scope watches every job of the batch
+    page_size = 100  # the documented maximum
+
+    def build_list_request(self, scope, page, status):  # type: ignore[no-untyped-def]
+        query = {"page": str(page), "limit": str(self.page_size), "status": status or "all"}
+        return httpx.Request("GET", self.url("v1", "api", "batch-calls", scope["batch_id"], "calls", query=query),
+                             headers=self._headers())
+
+    def parse_list_response(self, scope, response):  # type: ignore[no-untyped-def]
+        self.raise_for_status(response)
+        body = self.json_object(response)
+        items, pagination = body.get("calls"), body.get("pagination")
+        if not isinstance(items, list) or not isinstance(pagination, dict):
+            raise ValueError("a batch job list needs `calls` and `pagination`")
+        calls = tuple(ListedCall({"call_id": item["jobId"], "batch_id": scope["batch_id"]},
+                                 self.parse_body(None, item)) for item in items)  # type: ignore[arg-type]
+        return CallPage(calls, has_next=pagination.get("hasNext") is True)
+
+    def build_progress_request(self, scope):  # type: ignore[no-untyped-def]
+        return httpx.Request("GET", self.url("v1", "api", "batch-calls", scope["batch_id"], "status"),
+                             headers=self._headers())
+
+    def parse_progress_response(self, scope, response):  # type: ignore[no-untyped-def]
+        self.raise_for_status(response)
+        body = self.json_object(response)
+        counts = {k: body[k] for k in PROGRESS_COUNTERS}
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+            raise ValueError("batch progress counters must be integers")
+        return BatchProgress(counts, complete=body.get("isComplete") is True)
 
     def parse_response(self, call: TrilletParams, response: httpx.Response) -> CallStatus:  # type: ignore[override]
         self.raise_for_status(response)  # 404, with or without the not_found body, is not-found
@@ -142,6 +176,10 @@ class Trillet(Provider):
         """The host scrubs secrets from `extras` but not from `reason`: never pass the key on."""
         key = self.settings.api_key.get_secret_value()
         return text.replace(key, "[redacted]") if key else text
+
+
+#: the job counters of `GET /v1/api/batch-calls/{batchId}/status`
+PROGRESS_COUNTERS = ("waiting", "active", "completed", "failed")
 
 
 def _number(body: dict[str, Any], key: str) -> float | None:

@@ -10,6 +10,7 @@ unknown job or one past retention.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from typing import Any, Mapping
 
@@ -47,7 +48,51 @@ class TrilletFake(FakeProvider):
         return {**self.credentials, "batch_id": self.batch_id}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/api/batch-calls/{batch_id}/calls/{job_id}", self._status)]
+        return [web.get("/v1/api/batch-calls/{batch_id}/calls/{job_id}", self._status),
+                web.get("/v1/api/batch-calls/{batch_id}/calls", self._list),
+                web.get("/v1/api/batch-calls/{batch_id}/status", self._progress)]
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        """`?page&limit(≤100, default 20)&status=all|waiting|active|completed|failed`."""
+        q = request.query
+        status = q.get("status", "all")
+        try:
+            page, limit = int(q.get("page", "1")), int(q.get("limit", "20"))
+        except ValueError:
+            return web.json_response({"error": "page and limit must be integers"}, status=400)
+        if status not in ("all", *self.raw_status.values()) or not 1 <= limit <= 100 or page < 1:
+            return web.json_response({"error": "invalid query"}, status=400)
+        return await self.serve_list(request, {"batch_id": request.match_info["batch_id"]},
+                                     None if status == "all" else status, page, limit)
+
+    def render_list(self, items, paging, calls, now):  # type: ignore[no-untyped-def]
+        return {"calls": items, "pagination": paging, "summary": {"total": len(calls), **self._counts(calls, now)}}
+
+    def _counts(self, calls: list[FakeCall], now: float) -> dict[str, int]:
+        counts = {s: 0 for s in ("waiting", "active", "completed", "failed")}
+        for call in calls:
+            counts[call.steps[call.step_index(now, self.speed)].status] += 1
+        return counts
+
+    async def _progress(self, request: web.Request) -> web.StreamResponse:
+        """`GET /v1/api/batch-calls/{batchId}/status`: the batch's counters; 404 for an unknown batch."""
+        self.requests["progress"] += 1
+        fault = self._take_fault()
+        if fault is not None:
+            return await self._apply_fault(request, fault)
+        if not self.authorized(request):
+            return self.unauthorized()
+        now = time.time()
+        calls = self.matching({"batch_id": request.match_info["batch_id"]}, None, now)
+        if not calls:
+            return self.not_found()
+        counts = self._counts(calls, now)
+        complete = counts["waiting"] == counts["active"] == 0
+        return web.json_response({
+            "status": "completed" if complete else "processing", "isComplete": complete, **counts,
+            "total": len(calls), "startTime": _ms(min(c.created for c in calls)),
+            "lastCompletedTime": None, "completedTime": _ms(now) if complete else None,
+            "averageCallDuration": None, "recent_calls": []})
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
