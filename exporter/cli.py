@@ -92,14 +92,14 @@ def setup_logging(level: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .server import serve
     from .service import Service
-
+    from .transport import run_event_loop
     from .webconfig import load_web_config
 
     config = load_config(args.config)
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     setup_logging(config.log_level)
     service = Service(config, _registry())
-    asyncio.run(serve(service, web_config=web_config))
+    run_event_loop(serve(service, web_config=web_config))
     return 0
 
 

@@ -14,17 +14,24 @@ import itertools
 import logging
 import random
 import time
-from typing import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+import httpx
 
 from .config import Account
 from .errors import PollError
 from .lifecycle import Outcome, WatchedCall, apply_status, expire
 from .metrics import STATE_FAILURE_REASON, AccountMetrics, sip_code_label
-from .model import ErrorReason, State
+from .model import CallStatus, ErrorReason, ListedCall, State
 from .store import Store, Update
 from .transport import Transport
 
+if TYPE_CHECKING:
+    from .discovery import ScopeWatcher
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BACKOFF_SECONDS = 300.0
 AUTH_BACKOFF_BASE_SECONDS = 5.0
@@ -40,17 +47,29 @@ def backoff(attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS) -> floa
 
 
 class RateLimiter:
-    """Spaces requests at least 1/rate apart: never more than `rate` in any second."""
+    """Spaces requests 1/rate apart: never more than `rate` in any second.
+
+    Requests get slots on a virtual schedule 1/rate apart (no credit for idle time, so no
+    bursts). Above 1,000 requests/s the spacing is below the event loop's ~1 ms timer
+    resolution: a sleep of a few microseconds would idle the dispatcher for a whole tick
+    (capping one account at a few thousand requests/s), so a request whose slot is less than
+    `SLACK` ahead goes out at once, and the slots are stretched by `SLACK` per second so that
+    any second still holds at most `rate` of them.
+    """
+
+    SLACK = 0.001
 
     def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
+        interval = 1.0 / rate
+        self.slack = self.SLACK if interval < self.SLACK else 0.0
+        self.interval = interval * (1.0 + self.slack)
         self._next = 0.0
 
     async def wait(self) -> None:
         now = asyncio.get_running_loop().time()
         slot = max(now, self._next)
         self._next = slot + self.interval
-        if slot > now:
+        if slot - now > self.slack:
             await asyncio.sleep(slot - now)
 
 
@@ -68,6 +87,7 @@ class AccountPoller:
         self.max_watch_seconds = max_watch_seconds
         self.wall = wall_clock
         self.calls: dict[str, WatchedCall] = {}
+        self.scopes: dict[str, "ScopeWatcher"] = {}  # set by the service
         self.counts: dict[State, int] = {}
         self._heap: list[tuple[float, int, int, WatchedCall]] = []
         self._tiebreak = itertools.count()
@@ -83,7 +103,11 @@ class AccountPoller:
         self.started = self.wall()
         self.last_success = 0.0
 
-    # -- account health (read by the collector) -----------------------------------------------
+    # -- account health and batch progress (read by the collector) --------------------------------
+
+    def batch_progress(self) -> list[tuple[str, dict[str, int]]]:
+        return [(w.scope.scope["batch_id"], w.scope.progress) for w in self.scopes.values()
+                if w.scope.progress and not w.scope.complete and "batch_id" in w.scope.scope]
 
     def up(self, now: float) -> bool:
         if self._auth_failures:
@@ -207,8 +231,11 @@ class AccountPoller:
             return
         now = self.wall()
         self._succeeded(now)
-        if not call.watching:
-            return
+        if call.watching:
+            self._apply(call, status, now, polls=1)
+
+    def _apply(self, call: WatchedCall, status: CallStatus, now: float, polls: int) -> None:
+        """What the provider said about a watched call (a poll, a listing or a webhook)."""
         if status.state is State.UNKNOWN:
             _warn_unknown(self.provider_name, status.provider_status)
         previous = call.state
@@ -216,21 +243,102 @@ class AccountPoller:
         if outcome.time_to_answer is not None:
             self.metrics.time_to_answer.observe(outcome.time_to_answer)
         if outcome.finished:
-            self._finish(call, outcome, now, polls=1)
+            self._finish(call, outcome, now, polls=polls)
             return
         self._move(previous, call.state)
         call.errors = 0
-        self.store.queue(Update(call.seq, outcome.fields, polls=1, history=outcome.history))
+        self.store.queue(Update(call.seq, outcome.fields, polls=polls, history=outcome.history))
         self._schedule(call, self.account.cadence[call.state])
+
+    # -- requests besides status polls: listings, batch progress, confirmations -----------------
+
+    async def fetch(self, request: httpx.Request, parse: Callable[[httpx.Response], T]) -> T:
+        """Send `request` within the account's limits and books (concurrency, rate, metrics,
+        health, 401/429 pauses) and parse the answer; `PollError` on failure, already counted."""
+        loop = asyncio.get_running_loop()
+        while self.paused_until > loop.time():
+            await asyncio.sleep(self.paused_until - loop.time())
+        async with self._slots:
+            await self._limiter.wait()
+            started = time.perf_counter()
+            self.metrics.requests.inc()
+            try:
+                try:
+                    result = parse(await self.transport.send(request))
+                finally:
+                    self.metrics.request_duration.observe(time.perf_counter() - started)
+            except PollError as exc:
+                self._account_error(exc)
+                raise
+            except Exception as exc:  # a plugin bug: counted like an unparseable answer
+                error = PollError(ErrorReason.INVALID_RESPONSE, type(exc).__name__)
+                self._account_error(error)
+                raise error from None
+        self._succeeded(self.wall())
+        return result
+
+    def refreshed(self, listed: ListedCall, hold: float) -> bool:
+        """A listing's news about a call we watch; its own poll is pushed back by `hold`."""
+        call = self.calls.get(listed.params.get("call_id", ""))
+        if call is None:
+            return False
+        self._apply(call, listed.status, self.wall(), polls=0)
+        if call.watching and hold:
+            self._schedule(call, hold + self.account.cadence[call.state])
+        return True
+
+    def pushed(self, listed: ListedCall) -> bool:
+        """A result webhook about a call we watch: applied at once, then confirmed by one
+        status request (the record stays the source of truth; a conflicting terminal answer
+        is kept in the history). False when we do not watch the call."""
+        call = self.calls.get(listed.params.get("call_id", ""))
+        if call is None:
+            return False
+        self._apply(call, listed.status, self.wall(), polls=0)
+        task = asyncio.create_task(self._confirm(call))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return True
+
+    async def _confirm(self, call: WatchedCall) -> None:
+        provider = self.account.provider
+        try:
+            status = await self.fetch(provider.build_request(call.params),
+                                      lambda r: provider.parse_response(call.params, r))
+        except PollError:
+            return  # counted; a watched call keeps being polled anyway
+        if call.watching:
+            self._apply(call, status, self.wall(), polls=1)
+        elif status.state.terminal and (status.state, status.provider_status) != (call.state, call.provider_status):
+            self.store.queue(Update(call.seq, {}, polls=1, history=[
+                (status.state.value, status.provider_status, (status.state_since or status.ended_at or
+                                                              _utcnow()).timestamp())]))
+
+    def _account_error(self, exc: PollError) -> float:
+        """Count a failed request and act for the whole account: health, and the pause a 401/403
+        or 429 calls for. Returns the pause in seconds (0 for none)."""
+        reason = exc.reason
+        self.metrics.errors[reason].inc()
+        if reason not in _CALL_LEVEL:
+            self._failed(self.wall())
+        loop_now = asyncio.get_running_loop().time()
+        if reason is ErrorReason.UNAUTHORIZED:
+            self._auth_failures += 1
+            pause = backoff(self._auth_failures, AUTH_BACKOFF_BASE_SECONDS)
+            log.warning("account %s: credentials refused (%s); pausing all requests for %.0fs",
+                        self.name, exc, pause)
+        elif reason is ErrorReason.RATE_LIMITED:
+            pause = exc.retry_after if exc.retry_after is not None else backoff(1, AUTH_BACKOFF_BASE_SECONDS)
+        else:
+            return 0.0
+        self.paused_until = max(self.paused_until, loop_now + pause)
+        return pause
 
     def _on_error(self, call: WatchedCall, exc: PollError) -> None:
         reason = exc.reason
-        self.metrics.errors[reason].inc()
+        pause = self._account_error(exc)
         now = self.wall()
-        loop_now = asyncio.get_running_loop().time()
         log.debug("account %s call %s: %s", self.name, call.call_id, exc)
-        if reason not in _CALL_LEVEL:
-            self._failed(now)
         if not call.watching:
             return
         self.store.queue(Update(call.seq, {"last_polled_at": now}, polls=1, poll_errors=1))
@@ -244,18 +352,8 @@ class AccountPoller:
             else:
                 self._schedule(call, cadence)
             return
-        if reason is ErrorReason.UNAUTHORIZED:
-            self._auth_failures += 1
-            pause = backoff(self._auth_failures, AUTH_BACKOFF_BASE_SECONDS)
-            self.paused_until = max(self.paused_until, loop_now + pause)
-            log.warning("account %s: credentials refused (%s); pausing all polls for %.0fs",
-                        self.name, exc, pause)
+        if pause:  # 401/403 or 429: the whole account waits; this call right after
             self._schedule(call, pause + random.uniform(0, cadence))
-            return
-        if reason is ErrorReason.RATE_LIMITED:
-            wait = exc.retry_after if exc.retry_after is not None else backoff(call.errors + 1, cadence)
-            self.paused_until = max(self.paused_until, loop_now + wait)
-            self._schedule(call, wait + random.uniform(0, cadence))
             return
         call.errors += 1
         delay = backoff(call.errors, cadence)
@@ -286,6 +384,10 @@ class AccountPoller:
         if outcome.sip_status_code is not None and state is not State.COMPLETED:
             self.metrics.sip_failures(sip_code_label(outcome.sip_status_code)).inc()
         self.store.queue(Update(call.seq, outcome.fields, polls=polls, history=outcome.history))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 _unknown_seen: set[tuple[str, str]] = set()

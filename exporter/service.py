@@ -17,12 +17,13 @@ from .config import Account, Config, format_validation_error, resolve_accounts
 from .errors import RequestError
 from .lifecycle import WatchedCall
 from .metrics import Metrics
-from .model import State
+from .discovery import Scopes
+from .model import ListedCall, State
 from .plugins import Registry
 from .provider import CallParams
 from .scheduler import AccountPoller
 from .store import NewCall, Store
-from .transport import HttpxTransport, Transport
+from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ REGISTRATION_KEYS = frozenset({"account", "call_id", "params"})
 
 
 def default_transport(account: Account, config: Config) -> Transport:
-    return HttpxTransport(account.config.max_concurrency, config.request_timeout_seconds, config.max_response_bytes)
+    return AiohttpTransport(account.config.max_concurrency, config.request_timeout_seconds,
+                            config.max_response_bytes)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Service:
         self.metrics = Metrics(config.histogram_buckets_seconds, lambda: self.pollers.values(), time.time)
         self.pollers: dict[str, AccountPoller] = {}
         self._transport_factory = transport_factory
+        self.scopes = Scopes(self)
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -63,6 +66,7 @@ class Service:
         resumed = await self._resume()
         for poller in self.pollers.values():
             poller.start()
+        await self.scopes.load()
         self.ready = True
         log.info("store %s loaded: resumed %d watched calls across %d accounts",
                  self.config.store_path, resumed, len(self.pollers))
@@ -91,6 +95,7 @@ class Service:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop polling (in-flight polls get `grace` seconds), then flush and close the store."""
         self.ready = False
+        await self.scopes.stop()
         for poller in self.pollers.values():
             await poller.stop(grace)
         await self.store.close()
@@ -145,8 +150,30 @@ class Service:
             if res.started and reg.params.call_id not in reg.poller.calls:
                 reg.poller.add(WatchedCall(res.seq, reg.params, now, State(res.state)))
                 reg.poller.metrics.registered.inc()
+                reg.poller.metrics.discovered["api"].inc()
         records = await self.store.get_many([res.seq for res in results])
         return [(rec, res.inserted) for rec, res in zip(records, results)]
+
+    async def watch_discovered(self, poller: AccountPoller, listed: ListedCall) -> bool:
+        """Store and watch a call a scope listing revealed, then apply what the listing said."""
+        try:
+            params = poller.account.provider.Params.model_validate({**poller.account.defaults, **listed.params})
+        except ValidationError:
+            log.debug("account %s: a listed call does not validate; skipped", poller.name)
+            return False
+        if sum(len(p.calls) for p in self.pollers.values()) >= self.config.max_watched_calls:
+            log.warning("max_watched_calls reached: a discovered call of account %s is not watched", poller.name)
+            return False
+        now = time.time()
+        [res] = await self.store.register([NewCall(poller.name, params.call_id, poller.provider_name,
+                                                   params.model_dump(exclude={"call_id"}), now)], State.QUEUED.value)
+        if not res.started or params.call_id in poller.calls:
+            return False
+        poller.add(WatchedCall(res.seq, params, now, State(res.state)))
+        poller.metrics.registered.inc()
+        poller.metrics.discovered["scope"].inc()
+        poller.refreshed(listed, hold=poller.account.cadence[State.QUEUED])
+        return True
 
     async def unwatch(self, account: str, call_id: str) -> dict[str, Any] | None:
         """Stop watching; the record keeps its last state. None if the call is unknown."""

@@ -56,6 +56,16 @@ CREATE TABLE IF NOT EXISTS history (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_call ON history (call_seq);
+CREATE TABLE IF NOT EXISTS scopes (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    origin TEXT NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 0,
+    discovered INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (account, scope)
+);
 """
 
 UPDATABLE = frozenset({
@@ -202,8 +212,7 @@ class Store:
             return
         try:
             with self._transaction() as db:
-                for up in batch:
-                    self._apply(db, up)
+                self._apply_batch(db, batch)
         except sqlite3.Error as exc:
             with self._lock:  # keep them: nothing is dropped on a transient disk error
                 self._pending[:0] = batch
@@ -211,16 +220,35 @@ class Store:
             raise StoreError(f"cannot write store {self.path}: {exc}") from None
 
     @staticmethod
-    def _apply(db: sqlite3.Connection, up: Update) -> None:
-        cols = {k: v for k, v in up.fields.items() if k in UPDATABLE}
-        if "extras" in cols:
-            cols["extras"] = json.dumps(cols["extras"], default=str)
-        sets = [f"{k} = ?" for k in cols] + ["polls = polls + ?", "poll_errors = poll_errors + ?"]
-        db.execute(f"UPDATE calls SET {', '.join(sets)} WHERE seq = ?",
-                   (*cols.values(), up.polls, up.poll_errors, up.seq))
-        if up.history:
-            db.executemany("INSERT INTO history (call_seq, state, provider_status, at) VALUES (?, ?, ?, ?)",
-                           [(up.seq, *h) for h in up.history])
+    def _apply_batch(db: sqlite3.Connection, batch: list[Update]) -> None:
+        """Coalesce a batch per call (last value of each column, summed counters, every history
+        row in order), then write it with one `executemany` per distinct set of columns."""
+        merged: dict[int, list[Any]] = {}
+        history: list[tuple[int, str, str | None, float]] = []
+        for up in batch:
+            entry = merged.get(up.seq)
+            if entry is None:
+                merged[up.seq] = [up.fields, up.polls, up.poll_errors]
+            else:
+                if up.fields:
+                    entry[0] = {**entry[0], **up.fields}
+                entry[1] += up.polls
+                entry[2] += up.poll_errors
+            if up.history:
+                seq = up.seq
+                history += [(seq, *h) for h in up.history]
+        shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for seq, (fields, polls, errors) in merged.items():
+            cols = tuple(k for k in fields if k in UPDATABLE)
+            values = [fields[k] for k in cols]
+            if "extras" in fields:
+                values[cols.index("extras")] = json.dumps(fields["extras"], default=str)
+            shapes.setdefault(cols, []).append((*values, polls, errors, seq))
+        for cols, rows in shapes.items():
+            sets = [f"{k} = ?" for k in cols] + ["polls = polls + ?", "poll_errors = poll_errors + ?"]
+            db.executemany(f"UPDATE calls SET {', '.join(sets)} WHERE seq = ?", rows)
+        if history:
+            db.executemany("INSERT INTO history (call_seq, state, provider_status, at) VALUES (?, ?, ?, ?)", history)
 
     class _Tx:
         def __init__(self, db: sqlite3.Connection) -> None:
@@ -345,6 +373,34 @@ class Store:
                     f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk):
                 history[seq].append({"state": state, "provider_status": status, "at": iso(at)})
         return [_record(r, history[r[0]]) for r in rows]
+
+    # -- watch scopes -------------------------------------------------------------------------
+    #
+    # A handful of rows, written rarely: plain statements, committed at once.
+
+    async def scopes(self) -> list[tuple[str, str, str, float, str, bool, int]]:
+        """Every stored scope: (id, account, scope JSON, created_at, origin, complete, discovered)."""
+        return await self._run(lambda: [(*r[:5], bool(r[5]), r[6]) for r in self.db.execute(
+            "SELECT id, account, scope, created_at, origin, complete, discovered FROM scopes ORDER BY created_at")])
+
+    async def add_scope(self, id: str, account: str, scope: str, created_at: float, origin: str) -> str:
+        """Insert unless the same (account, scope) exists; returns the id of the stored one."""
+        def add() -> str:
+            try:
+                self.db.execute("INSERT INTO scopes (id, account, scope, created_at, origin) VALUES (?, ?, ?, ?, ?)"
+                                " ON CONFLICT (account, scope) DO NOTHING", (id, account, scope, created_at, origin))
+                return self.db.execute("SELECT id FROM scopes WHERE account = ? AND scope = ?",
+                                       (account, scope)).fetchone()[0]
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write store {self.path}: {exc}") from None
+        return await self._run(add)
+
+    async def update_scope(self, id: str, complete: bool, discovered: int) -> None:
+        await self._run(lambda: self.db.execute("UPDATE scopes SET complete = ?, discovered = ? WHERE id = ?",
+                                                (int(complete), discovered, id)))
+
+    async def delete_scope(self, id: str) -> bool:
+        return await self._run(lambda: self.db.execute("DELETE FROM scopes WHERE id = ?", (id,)).rowcount > 0)
 
     def integrity_check(self) -> str:
         """`PRAGMA integrity_check` result ("ok" when healthy); for tests and operators."""
