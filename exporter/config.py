@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -43,6 +43,10 @@ class AccountConfig(BaseModel):
     max_requests_per_second: float | None = Field(None, gt=0, le=100_000)
     poll_interval_seconds: dict[PollState, float] = Field(default_factory=dict)
     not_found_grace_seconds: float = Field(60.0, ge=0)
+    #: watch scopes: every call of an agent created from now on, every job of a batch
+    watch: list[dict[str, str]] = Field(default_factory=list)
+    #: authenticates this account's result webhooks (X-Webhook-Token header or ?token=)
+    webhook_token: SecretStr | None = None
     #: raw until the plugin's model validates it (and marks its secrets): never in a repr
     settings: dict[str, Any] = Field(default_factory=dict, repr=False)
 
@@ -80,6 +84,8 @@ class Config(BaseSettings):
     max_watched_calls: int = Field(1_000_000, ge=1)
     request_timeout_seconds: float = Field(10.0, gt=0)
     max_response_bytes: int = Field(1_048_576, ge=1024)
+    #: batch scopes watched at once (each adds a `batch` label value to outbound_call_batch_jobs)
+    max_watched_batches: int = Field(100, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("listen_address")
@@ -275,6 +281,11 @@ def resolve_accounts(config: Config, registry: Registry) -> list[Account]:
         except ValidationError as exc:
             raise ConfigError(f"{label}.settings: {format_validation_error(exc)}") from None
         provider = cls(settings, acc.base_url)
+        for j, scope in enumerate(acc.watch):
+            try:
+                validate_scope(cls, scope)
+            except ValueError as exc:
+                raise ConfigError(f"{label}.watch[{j}]: {exc}") from None
         if acc.max_requests_per_second is None:
             acc = acc.model_copy(update={"max_requests_per_second": cls.default_max_requests_per_second})
         cadence = dict(cls.cadence)
@@ -302,3 +313,23 @@ def secret_values(settings: ProviderSettings) -> tuple[str, ...]:
     """The plain values of every secret field, so the host can scrub them from extras."""
     return tuple(v.get_secret_value() for v in settings.__dict__.values()
                  if isinstance(v, SecretStr) and v.get_secret_value())
+
+
+def validate_scope(cls: type[Provider], value: Any) -> dict[str, str]:
+    """A scope object checked against the plugin: a supported key, a value its params accept."""
+    from pydantic import TypeAdapter
+
+    if not cls.supports("list"):
+        raise ValueError(f"provider {cls.name} has no list endpoint, so it cannot watch scopes")
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ValueError("a scope is an object with exactly one key, e.g. {\"agent_id\": \"...\"}")
+    [(key, scope_value)] = value.items()
+    if key not in cls.scope_keys:
+        supported = ", ".join(sorted(cls.scope_keys))
+        raise ValueError(f"scope key {str(key)[:32]!r} is not supported by {cls.name} (supported: {supported})")
+    info = cls.Params.model_fields[key]
+    try:
+        TypeAdapter(Annotated[info.annotation, *info.metadata]).validate_python(scope_value)
+    except ValidationError as exc:
+        raise ValueError(f"{key}: {exc.errors(include_input=False)[0]['msg']}") from None
+    return {key: scope_value}

@@ -342,6 +342,7 @@ class FakeProvider:
                          page: int, limit: int) -> web.StreamResponse:
         """Faults first, then auth, then page `page` of the matching calls via `render_list`."""
         self.requests["list"] += 1
+        self.log.append((time.time(), request.path, 0))
         fault = self._take_fault()
         if fault is not None:
             return await self._apply_fault(request, fault)

@@ -72,7 +72,8 @@ def apply_status(call: WatchedCall, status: CallStatus, now: float, secrets: tup
         out.time_to_answer = max(0.0, answered - created)
     call.created_at, call.answered_at, call.seen = created, answered, True
     out.fields = {
-        "state": status.state.value, "provider_status": status.provider_status, "reason": status.reason,
+        "state": status.state.value, "provider_status": status.provider_status,
+        "reason": scrub_text(status.reason, secrets),
         "seen": 1, "created_at": created, "answered_at": answered, "ended_at": _ts(status.ended_at),
         "duration_seconds": status.duration_seconds, "last_polled_at": now,
         "extras": scrub(dict(status.extras), secrets, secret_fields),
@@ -103,6 +104,14 @@ def expire(call: WatchedCall, now: float, reason: str) -> Outcome:
     out.history = [(State.EXPIRED.value, call.provider_status, now)]
     call.state = State.EXPIRED
     return out
+
+
+def scrub_text(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """Free text a provider sent (a failure reason) with any secret value blanked out."""
+    if text:
+        for secret in secrets:
+            text = text.replace(secret, "[redacted]")
+    return text
 
 
 def scrub(extras: dict[str, Any], secrets: tuple[str, ...], secret_fields: frozenset[str]) -> dict[str, Any]:

@@ -26,6 +26,8 @@ disable_created_metrics()
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ANSWER_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120)
 TALK_BUCKETS = (5, 15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600)
+DISCOVERY_SOURCES = ("api", "scope", "webhook")
+WEBHOOK_RESULTS = ("accepted", "rejected", "unknown_call")
 #: SIP final responses common on outbound calls get their own label value; others their class
 SIP_CODES = frozenset({400, 403, 404, 408, 410, 480, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603})
 #: default failure reason when the provider says nothing beyond the state
@@ -49,6 +51,8 @@ class AccountView(Protocol):
 
     def up(self, now: float) -> bool: ...
 
+    def batch_progress(self) -> Iterable[tuple[str, Mapping[str, int]]]: ...
+
     @property
     def last_success(self) -> float: ...
 
@@ -67,6 +71,8 @@ class AccountMetrics:
     talk_time: Histogram
     failures: Mapping[FailureReason, Counter]
     sip_failures: Callable[[str], Counter]
+    discovered: Mapping[str, Counter]
+    webhooks: Mapping[str, Counter]
 
 
 class Metrics:
@@ -103,6 +109,10 @@ class Metrics:
         self.sip_failures = Counter("outbound_call_sip_failures",
                                     "Calls that failed with a SIP status code (common codes, else the class).",
                                     labels + ["sip_code"], registry=r)
+        self.discovered = Counter("outbound_call_discovered", "Calls that started being watched, by where the "
+                                  "exporter learned of them (api, scope, webhook).", labels + ["source"], registry=r)
+        self.webhooks = Counter("outbound_call_webhooks", "Result webhooks received, by result (accepted, "
+                                "rejected, unknown_call).", labels + ["result"], registry=r)
         r.register(StateCollector(accounts, clock))
 
     def add_account(self, provider: str, account: str) -> AccountMetrics:
@@ -119,6 +129,8 @@ class Metrics:
             talk_time=self.talk_time.labels(*lv),
             failures={f: self.failures.labels(*lv, f.value) for f in FailureReason},
             sip_failures=lambda code, _lv=lv: self.sip_failures.labels(*_lv, code),
+            discovered={src: self.discovered.labels(*lv, src) for src in DISCOVERY_SOURCES},
+            webhooks={res: self.webhooks.labels(*lv, res) for res in WEBHOOK_RESULTS},
         )
 
 
@@ -145,6 +157,15 @@ class StateCollector(Collector):
                 calls.add_metric(lv + [state.value], acc.counts.get(state, 0))
             up.add_metric(lv, 1.0 if acc.up(now) else 0.0)
             last.add_metric(lv, acc.last_success)
+        batches = GaugeMetricFamily("outbound_call_batch_jobs",
+                                    "Jobs of each watched, incomplete batch by the provider's job state "
+                                    "(the provider's own counters).",
+                                    labels=["provider", "account", "batch", "state"])
+        for acc in self._accounts():
+            for batch, counts in acc.batch_progress():
+                for state, value in counts.items():
+                    batches.add_metric([acc.provider_name, acc.name, batch, state], value)
+        yield batches
         info = GaugeMetricFamily("outbound_call_exporter_build_info", "Build information; always 1.",
                                  labels=["version", "python_version"])
         info.add_metric([__version__, platform.python_version()], 1.0)

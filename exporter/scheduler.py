@@ -14,7 +14,6 @@ import itertools
 import logging
 import random
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 import httpx
@@ -99,6 +98,7 @@ class AccountPoller:
         self._task: asyncio.Task[None] | None = None
         self.paused_until = 0.0  # loop time; set by 401/403 and 429
         self._auth_failures = 0
+        self._throttled = 0  # consecutive 429 episodes without Retry-After
         self._failing_since: float | None = None  # wall time of the first failure in a row
         self.started = self.wall()
         self.last_success = 0.0
@@ -117,6 +117,7 @@ class AccountPoller:
     def _succeeded(self, now: float) -> None:
         self.last_success = now
         self._auth_failures = 0
+        self._throttled = 0
         self._failing_since = None
 
     def _failed(self, now: float) -> None:
@@ -306,32 +307,45 @@ class AccountPoller:
             status = await self.fetch(provider.build_request(call.params),
                                       lambda r: provider.parse_response(call.params, r))
         except PollError:
-            return  # counted; a watched call keeps being polled anyway
+            self.store.queue(Update(call.seq, {}, polls=1, poll_errors=1))
+            return  # counted; a call still watched keeps being polled anyway
+        now = self.wall()
         if call.watching:
-            self._apply(call, status, self.wall(), polls=1)
-        elif status.state.terminal and (status.state, status.provider_status) != (call.state, call.provider_status):
-            self.store.queue(Update(call.seq, {}, polls=1, history=[
-                (status.state.value, status.provider_status, (status.state_since or status.ended_at or
-                                                              _utcnow()).timestamp())]))
+            self._apply(call, status, now, polls=1)
+            return
+        conflict = status.state.terminal and (status.state, status.provider_status) != (
+            call.state, call.provider_status)
+        at = status.state_since or status.ended_at
+        self.store.queue(Update(call.seq, {"last_polled_at": now}, polls=1, history=[
+            (status.state.value, status.provider_status, at.timestamp() if at else now)] if conflict else []))
 
     def _account_error(self, exc: PollError) -> float:
         """Count a failed request and act for the whole account: health, and the pause a 401/403
-        or 429 calls for. Returns the pause in seconds (0 for none)."""
+        or 429 calls for. Returns the pause in seconds (0 for none).
+
+        A pause grows with consecutive episodes, not with answers: the answers of requests that
+        were already in flight when the account paused belong to the same episode.
+        """
         reason = exc.reason
         self.metrics.errors[reason].inc()
         if reason not in _CALL_LEVEL:
             self._failed(self.wall())
+        if reason not in (ErrorReason.UNAUTHORIZED, ErrorReason.RATE_LIMITED):
+            return 0.0
         loop_now = asyncio.get_running_loop().time()
+        if loop_now < self.paused_until:  # same episode: the pause already covers it
+            return self.paused_until - loop_now
         if reason is ErrorReason.UNAUTHORIZED:
             self._auth_failures += 1
             pause = backoff(self._auth_failures, AUTH_BACKOFF_BASE_SECONDS)
             log.warning("account %s: credentials refused (%s); pausing all requests for %.0fs",
                         self.name, exc, pause)
-        elif reason is ErrorReason.RATE_LIMITED:
-            pause = exc.retry_after if exc.retry_after is not None else backoff(1, AUTH_BACKOFF_BASE_SECONDS)
+        elif exc.retry_after is not None:
+            pause = exc.retry_after
         else:
-            return 0.0
-        self.paused_until = max(self.paused_until, loop_now + pause)
+            self._throttled += 1
+            pause = backoff(self._throttled, min(self.account.cadence.values()))
+        self.paused_until = loop_now + pause
         return pause
 
     def _on_error(self, call: WatchedCall, exc: PollError) -> None:
@@ -384,10 +398,6 @@ class AccountPoller:
         if outcome.sip_status_code is not None and state is not State.COMPLETED:
             self.metrics.sip_failures(sip_code_label(outcome.sip_status_code)).inc()
         self.store.queue(Update(call.seq, outcome.fields, polls=polls, history=outcome.history))
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 _unknown_seen: set[tuple[str, str]] = set()

@@ -83,6 +83,10 @@ def create_app(service: Service, web_config: WebConfig | None = None) -> web.App
         web.get("/api/v1/calls", list_calls),
         web.get("/api/v1/calls/{account}/{call_id}", get_call),
         web.delete("/api/v1/calls/{account}/{call_id}", delete_call),
+        web.post("/api/v1/scopes", add_scope),
+        web.get("/api/v1/scopes", list_scopes),
+        web.delete("/api/v1/scopes/{id}", delete_scope),
+        web.post("/api/v1/webhooks/{account}", webhook),
     ])
     return app
 
@@ -273,3 +277,61 @@ def _parse_since(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.timestamp()
+
+
+# -- scopes and webhooks ------------------------------------------------------------------------------
+
+
+async def add_scope(request: web.Request) -> web.Response:
+    _check_token(request)
+    service = _require_ready(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or set(body) - {"account", "scope"}:
+        raise RequestError("body must be {\"account\": ..., \"scope\": {...}}", 400)
+    if not isinstance(body.get("account"), str):
+        raise RequestError("account: required, a string")
+    scope = await service.scopes.add(body["account"], body.get("scope"))
+    return web.json_response(scope.record(), status=201)
+
+
+async def list_scopes(request: web.Request) -> web.Response:
+    _check_read_token(request)
+    return web.json_response({"scopes": _require_ready(request).scopes.records()})
+
+
+async def delete_scope(request: web.Request) -> web.Response:
+    _check_token(request)
+    if not await _require_ready(request).scopes.delete(request.match_info["id"]):
+        raise RequestError(f"id: no scope {request.match_info['id'][:64]!r}", 404)
+    return web.Response(status=204)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    """A provider's result webhook: the account's webhook_token, then the body, then the call."""
+    service = _require_ready(request)
+    name = request.match_info["account"]
+    poller = service.pollers.get(name)
+    if poller is None:
+        raise RequestError(f"account: unknown account {name[:64]!r}", 404)
+    provider, counted = poller.account.provider, poller.metrics.webhooks
+    expected = poller.account.config.webhook_token
+    given = request.headers.get("X-Webhook-Token") or request.query.get("token") or ""
+    if expected is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        counted["rejected"].inc()
+        raise RequestError("missing or wrong webhook token (X-Webhook-Token header or ?token=; the account's "
+                           "webhook_token)", 401)
+    if not provider.supports("webhook"):
+        counted["rejected"].inc()
+        raise RequestError(f"provider {provider.name} sends no result webhooks", 404)
+    try:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise RequestError("body must be a JSON object", 400)
+        listed = provider.parse_webhook(body)
+    except (RequestError, ValueError, TypeError, KeyError) as exc:
+        counted["rejected"].inc()
+        message = str(exc) if isinstance(exc, RequestError) else f"not a {provider.name} result webhook: {exc}"
+        raise RequestError(message, 400) from None
+    accepted = poller.pushed(listed)
+    counted["accepted" if accepted else "unknown_call"].inc()
+    return web.json_response({"result": "accepted" if accepted else "unknown_call"}, status=202)

@@ -77,6 +77,7 @@ class TrilletFake(FakeProvider):
     async def _progress(self, request: web.Request) -> web.StreamResponse:
         """`GET /v1/api/batch-calls/{batchId}/status`: the batch's counters; 404 for an unknown batch."""
         self.requests["progress"] += 1
+        self.log.append((time.time(), request.path, 0))
         fault = self._take_fault()
         if fault is not None:
             return await self._apply_fault(request, fault)
