@@ -22,7 +22,8 @@ class WatchedCall:
 
     def __init__(self, seq: int, params: CallParams, first_seen: float, state: State = State.QUEUED,
                  provider_status: str | None = None, seen: bool = False,
-                 created_at: float | None = None, answered_at: float | None = None) -> None:
+                 created_at: float | None = None, answered_at: float | None = None,
+                 events_recorded: int = 0) -> None:
         self.seq = seq
         self.params = params
         self.state = state
@@ -31,7 +32,7 @@ class WatchedCall:
         self.first_seen = first_seen  # wall clock of registration
         self.created_at = created_at  # provider clock, when it says
         self.answered_at = answered_at
-        self.events_recorded = 0
+        self.events_recorded = events_recorded  # provider events already in the history (persisted)
         self.errors = 0  # consecutive failed polls, for backoff
         self.watching = True
         self.gen = 0  # bumps on every (re)schedule so stale heap entries are skipped
@@ -80,7 +81,7 @@ def apply_status(call: WatchedCall, status: CallStatus, now: float, secrets: tup
     }
     if status.events:
         fresh = status.events[call.events_recorded:]
-        call.events_recorded = len(status.events)
+        call.events_recorded = out.fields["events_seen"] = len(status.events)
         out.history = [(e.state.value, e.provider_status, _ts(e.at) or now) for e in fresh]
     if (status.state, status.provider_status) != (call.state, call.provider_status) and not (
             out.history and out.history[-1][:2] == (status.state.value, status.provider_status)):

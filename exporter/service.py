@@ -85,7 +85,7 @@ class Service:
                 log.warning("account %s: stored call %s no longer validates; not resumed", row.account, row.seq)
                 continue
             poller.add(WatchedCall(row.seq, params, row.first_seen_at, State(row.state), row.provider_status,
-                                   row.seen, row.created_at, row.answered_at))
+                                   row.seen, row.created_at, row.answered_at, row.events_seen))
             count += 1
         if orphans:
             log.warning("%d watched calls belong to accounts not in the config; they resume when the "

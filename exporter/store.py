@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS calls (
     reason TEXT,
     watching INTEGER NOT NULL,
     seen INTEGER NOT NULL DEFAULT 0,
+    events_seen INTEGER NOT NULL DEFAULT 0,
     created_at REAL, answered_at REAL, ended_at REAL, duration_seconds REAL,
     first_seen_at REAL NOT NULL,
     last_polled_at REAL,
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS scopes (
 """
 
 UPDATABLE = frozenset({
+    "events_seen",
     "state", "provider_status", "reason", "watching", "seen", "created_at", "answered_at",
     "ended_at", "duration_seconds", "last_polled_at", "extras",
 })
@@ -121,6 +123,7 @@ class StoredCall:
     created_at: float | None
     answered_at: float | None
     first_seen_at: float
+    events_seen: int
 
 
 class Store:
@@ -152,6 +155,7 @@ class Store:
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            _migrate(db)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         self._db = db
@@ -319,10 +323,10 @@ class Store:
     def _load_active(self) -> list[StoredCall]:
         rows = self.db.execute(
             "SELECT seq, account, call_id, provider, params, state, provider_status, seen, created_at,"
-            " answered_at, first_seen_at FROM calls WHERE watching = 1")
+            " answered_at, first_seen_at, events_seen FROM calls WHERE watching = 1")
         terminal = {s.value for s in TERMINAL_STATES}
-        return [StoredCall(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], bool(r[7]), r[8], r[9], r[10])
-                for r in rows if r[5] not in terminal]
+        return [StoredCall(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], bool(r[7]), r[8], r[9], r[10],
+                           r[11]) for r in rows if r[5] not in terminal]
 
     async def get(self, account: str, call_id: str) -> dict[str, Any] | None:
         return await self._run(self._get, account, call_id)
@@ -420,6 +424,13 @@ def _record(r: tuple, history: list[dict[str, Any]]) -> dict[str, Any]:
         "duration_seconds": r[12], "first_seen_at": iso(r[13]), "last_polled_at": iso(r[14]),
         "polls": r[15], "poll_errors": r[16], "extras": json.loads(r[17]), "history": history,
     }
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added after a store was first created (CREATE TABLE IF NOT EXISTS keeps old tables)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(calls)")}
+    if "events_seen" not in columns:
+        db.execute("ALTER TABLE calls ADD COLUMN events_seen INTEGER NOT NULL DEFAULT 0")
 
 
 def iso(ts: float | None) -> str | None:

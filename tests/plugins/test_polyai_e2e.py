@@ -176,3 +176,19 @@ def test_agents_per_call_params_override_the_account_defaults(tmp_path, registry
         assert ok.status_code == 201, ok.text
         wait_until(lambda: svc.call("pa", call.call_id)["state"] == "completed", timeout=15, message="completed")
         assert svc.call("pa", call.call_id)["params"] == {"agent_id": "other-agent", "environment": "sandbox"}
+
+
+def test_connector_event_history_is_not_recorded_twice_across_a_restart(tmp_path, registry):
+    """The provider's events already in the history are persisted, so a resumed call appends
+    only new ones."""
+    fake = ConnectorFake(speed=1.0)
+    with fake.running():
+        call = fake.add_call(steps=[Step("CREATED", 0), Step("ringing", 0.1), Step("in-progress", 0.2),
+                                    Step("completed", 3.0)])
+        with start(fake, tmp_path, registry, "polyai_connector") as svc:
+            svc.client.post("/api/v1/calls", json={"account": "pa", "call_id": call.call_id, "params": call.params})
+            wait_until(lambda: svc.call("pa", call.call_id)["provider_status"] == "in-progress")
+        with start(fake, tmp_path, registry, "polyai_connector") as svc:
+            wait_until(lambda: svc.call("pa", call.call_id)["state"] == "completed", message="completed after restart")
+            statuses = [h["provider_status"] for h in svc.call("pa", call.call_id)["history"]]
+            assert statuses == [None, "CREATED", "ringing", "in-progress", "completed"], statuses
