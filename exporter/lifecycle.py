@@ -92,7 +92,7 @@ def apply_status(call: WatchedCall, status: CallStatus, now: float, secrets: tup
         out.finished = status.state
         end = _ts(status.ended_at) or _ts(status.state_since) or now
         out.time_to_terminal = max(0.0, end - (created or call.first_seen))
-        if status.duration_seconds is not None and answered is not None:
+        if status.duration_seconds is not None:  # the provider's talk time, answered or not stated
             out.talk_time = status.duration_seconds
         out.failure_reason, out.sip_status_code = status.failure_reason, status.sip_status_code
     return out
