@@ -89,6 +89,47 @@ SPEC: dict[str, Any] = {
                        "responses": {"200": _record("the call record, watching false"),
                                      "404": _error("unknown account or call"), **_WRITE_ERRORS}},
         },
+        "/api/v1/scopes": {
+            "post": {
+                "summary": "Watch every call of an agent (from now on) or every job of a batch",
+                "security": [{"bearer": []}, {}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["account", "scope"], "additionalProperties": False,
+                    "properties": {"account": {"type": "string"},
+                                   "scope": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                                             "additionalProperties": _ID}}}}}},
+                "responses": {"201": {"description": "watched", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Scope"}}}},
+                    "400": _error("malformed body"), "404": _error("unknown account"),
+                    "422": _error("a scope the provider does not support, or an invalid id"),
+                    "413": _error("body over max_request_bytes"), **_WRITE_ERRORS},
+            },
+            "get": {"summary": "Watch scopes", "responses": {
+                "200": {"description": "every scope", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["scopes"], "additionalProperties": False,
+                    "properties": {"scopes": {"type": "array", "items": {"$ref": "#/components/schemas/Scope"}}}}}}},
+                "401": _error("missing or wrong token (api_token_for_reads)"), "503": _error("starting")}},
+        },
+        "/api/v1/scopes/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": {"summary": "Stop watching a scope", "security": [{"bearer": []}, {}],
+                       "responses": {"204": {"description": "deleted"}, "404": _error("unknown scope"),
+                                     **_WRITE_ERRORS}},
+        },
+        "/api/v1/webhooks/{account}": {
+            "parameters": [_ACCOUNT_PARAM,
+                           {"name": "token", "in": "query", "schema": {"type": "string"}},
+                           {"name": "X-Webhook-Token", "in": "header", "schema": {"type": "string"}}],
+            "post": {"summary": "A provider's result webhook (authenticated by the account's webhook_token)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                     "responses": {"202": {"description": "accepted, or about a call not watched", "content": {
+                         "application/json": {"schema": {"type": "object", "required": ["result"], "properties": {
+                             "result": {"type": "string", "enum": ["accepted", "unknown_call"]}}}}}},
+                         "400": _error("not JSON, or no call id and status"), "401": _error("wrong webhook token"),
+                         "404": _error("unknown account, or a provider without webhooks"),
+                         "413": _error("body over max_request_bytes"), "415": _error("not JSON"),
+                         "503": _error("starting")}},
+        },
         "/api/v1/openapi.json": {"get": {"summary": "This document",
                                          "responses": {"200": {"description": "OpenAPI 3.0 document"}}}},
         "/-/healthy": {"get": {"summary": "Liveness", "responses": {"200": {"description": "healthy"}}}},
@@ -101,6 +142,12 @@ SPEC: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                        "description": "api_token; required on writes when configured"}},
         "schemas": {
+            "Scope": {
+                "type": "object", "additionalProperties": False,
+                "required": ["id", "account", "scope", "created_at", "discovered", "complete"],
+                "properties": {"id": {"type": "string"}, "account": {"type": "string"},
+                               "scope": {"type": "object"}, "created_at": {"type": "string", "format": "date-time"},
+                               "discovered": {"type": "integer", "minimum": 0}, "complete": {"type": "boolean"}}},
             "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
                       "properties": {"error": {"type": "string"}}},
             "Registration": {
