@@ -338,16 +338,21 @@ class FakeProvider:
             calls = [c for c in calls if c.steps[c.step_index(now, self.speed)].status == status]
         return sorted(calls, key=lambda c: c.created, reverse=True)
 
-    async def serve_list(self, request: web.Request, scope: Mapping[str, str], status: str | None,
-                         page: int, limit: int) -> web.StreamResponse:
-        """Faults first, then auth, then page `page` of the matching calls via `render_list`."""
-        self.requests["list"] += 1
+    async def gate(self, request: web.Request, kind: str) -> web.StreamResponse | None:
+        """Count and log a request of `kind`; answer it here if a fault is due or auth fails."""
+        self.requests[kind] += 1
         self.log.append((time.time(), request.path, 0))
         fault = self._take_fault()
         if fault is not None:
             return await self._apply_fault(request, fault)
-        if not self.authorized(request):
-            return self.unauthorized()
+        return None if self.authorized(request) else self.unauthorized()
+
+    async def serve_list(self, request: web.Request, scope: Mapping[str, str], status: str | None,
+                         page: int, limit: int) -> web.StreamResponse:
+        """Faults first, then auth, then page `page` of the matching calls via `render_list`."""
+        refused = await self.gate(request, "list")
+        if refused is not None:
+            return refused
         now = time.time()
         calls = self.matching(scope, status, now)
         chunk = calls[(page - 1) * limit: page * limit]

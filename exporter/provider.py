@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any, ClassVar, Mapping
+from typing import Annotated, Any, Callable, ClassVar, Mapping
 from urllib.parse import quote
 
 import httpx
@@ -125,6 +125,18 @@ class Provider:
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         """A result webhook's JSON body as the call it is about; ValueError if it is not one."""
         raise NotImplementedError
+
+    def paged_calls(self, response: httpx.Response, items_key: str,
+                    identity: Callable[[dict[str, Any]], dict[str, Any]]) -> CallPage:
+        """A list response of the common shape `{items_key: [records], "pagination": {"hasNext"}}`:
+        each record parsed like a status body, `identity(record)` giving its call id and params."""
+        self.raise_for_status(response)
+        body = self.json_object(response)
+        items, paging = body.get(items_key), body.get("pagination")
+        if not isinstance(items, list) or not isinstance(paging, dict):
+            raise PollError(ErrorReason.INVALID_RESPONSE, f"a list response needs `{items_key}` and `pagination`")
+        calls = tuple(ListedCall(identity(item), self.parse_body(None, item)) for item in items)  # type: ignore[arg-type]
+        return CallPage(calls, has_next=paging.get("hasNext") is True)
 
     @classmethod
     def supports(cls, capability: str) -> bool:

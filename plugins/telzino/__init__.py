@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from outbound_call_exporter import (CallPage, CallParams, CallStatus, ListedCall, Provider, ProviderSettings,
+from outbound_call_exporter import (CallParams, CallStatus, ListedCall, Provider, ProviderSettings,
                                     State, Uuid, classify_failure, hookimpl, parse_timestamp)
 
 STATUS_MAP = {
@@ -118,14 +118,8 @@ class Telzino(Provider):
                              headers=self._headers())
 
     def parse_list_response(self, scope, response):  # type: ignore[no-untyped-def]
-        self.raise_for_status(response)
-        body = self.json_object(response)
-        items, pagination = body.get("data"), body.get("pagination")
-        if not isinstance(items, list) or not isinstance(pagination, dict):
-            raise ValueError("a list response needs `data` and `pagination`")
-        calls = tuple(ListedCall({"call_id": item["id"], "agent_id": item.get("agent_id") or scope["agent_id"]},
-                                 self.parse_body(None, item)) for item in items)  # type: ignore[arg-type]
-        return CallPage(calls, has_next=pagination.get("hasNext") is True)
+        return self.paged_calls(response, "data", lambda item: {
+            "call_id": item["id"], "agent_id": item.get("agent_id") or scope["agent_id"]})
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         if not isinstance(body.get("id"), str) or not isinstance(body.get("status"), str):

@@ -41,8 +41,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr, field_validator
 
-from outbound_call_exporter import (BatchProgress, CallPage, CallParams, ListedCall, CallStatus, ErrorReason, PathSegment, PollError, Provider,
-                                    ProviderSettings, State, classify_failure, hookimpl, parse_timestamp)
+from outbound_call_exporter import (BatchProgress, CallParams, CallStatus, ErrorReason, PathSegment, PollError,
+                                    Provider, ProviderSettings, State, classify_failure, hookimpl, parse_timestamp)
 
 STATUS_MAP = {
     "waiting": State.QUEUED,
@@ -111,14 +111,8 @@ class Trillet(Provider):
                              headers=self._headers())
 
     def parse_list_response(self, scope, response):  # type: ignore[no-untyped-def]
-        self.raise_for_status(response)
-        body = self.json_object(response)
-        items, pagination = body.get("calls"), body.get("pagination")
-        if not isinstance(items, list) or not isinstance(pagination, dict):
-            raise ValueError("a batch job list needs `calls` and `pagination`")
-        calls = tuple(ListedCall({"call_id": item["jobId"], "batch_id": scope["batch_id"]},
-                                 self.parse_body(None, item)) for item in items)  # type: ignore[arg-type]
-        return CallPage(calls, has_next=pagination.get("hasNext") is True)
+        return self.paged_calls(response, "calls", lambda item: {"call_id": item["jobId"],
+                                                                 "batch_id": scope["batch_id"]})
 
     def build_progress_request(self, scope):  # type: ignore[no-untyped-def]
         return httpx.Request("GET", self.url("v1", "api", "batch-calls", scope["batch_id"], "status"),

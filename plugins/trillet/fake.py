@@ -76,13 +76,9 @@ class TrilletFake(FakeProvider):
 
     async def _progress(self, request: web.Request) -> web.StreamResponse:
         """`GET /v1/api/batch-calls/{batchId}/status`: the batch's counters; 404 for an unknown batch."""
-        self.requests["progress"] += 1
-        self.log.append((time.time(), request.path, 0))
-        fault = self._take_fault()
-        if fault is not None:
-            return await self._apply_fault(request, fault)
-        if not self.authorized(request):
-            return self.unauthorized()
+        refused = await self.gate(request, "progress")
+        if refused is not None:
+            return refused
         now = time.time()
         calls = self.matching({"batch_id": request.match_info["batch_id"]}, None, now)
         if not calls:
