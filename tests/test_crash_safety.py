@@ -1,7 +1,7 @@
 """Crash safety of the real process (`outbound-call-exporter run`) and its store.
 
 - The kill loop: SIGKILL at random points (including during start-up) while a bulk
-  registration stream and polling run, `OCE_KILL_ROUNDS` times (default 20, about a minute),
+  registration stream and polling run, `OCE_KILL_ROUNDS` times (default 16, about 25 s),
   restarting on the same store each time. After every kill: `PRAGMA integrity_check` is ok,
   every acknowledged registration is stored, refused ones are not, an unanswered batch is all
   there or not at all, and no terminal outcome is lost, changed or recorded twice. At the end
@@ -38,8 +38,10 @@ from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
 from conftest import wait_until
 
-KILL_ROUNDS = int(os.environ.get("OCE_KILL_ROUNDS", "20"))
-SEED = int(os.environ.get("OCE_KILL_SEED", "11"))
+# popped, not just read: the service takes every OCE_* variable as config (and refuses unknown
+# keys), and the processes these tests start inherit the environment
+KILL_ROUNDS = int(os.environ.pop("OCE_KILL_ROUNDS", "16"))
+SEED = int(os.environ.pop("OCE_KILL_SEED", "11"))
 TERMINAL = tuple(s.value for s in State if s.terminal)
 OUTCOMES = (State.COMPLETED, State.BUSY, State.NO_ANSWER, State.FAILED, State.COMPLETED)
 
@@ -234,7 +236,7 @@ def check_after_kill(store: Path, registrar: Registrar, terminal_before: dict[st
 
 # -- read-only store path -----------------------------------------------------------------------------
 
-def run_once(config: Path, prefix: tuple[str, ...] = (), timeout: float = 6) -> subprocess.CompletedProcess:
+def run_once(config: Path, prefix: tuple[str, ...] = (), timeout: float = 4) -> subprocess.CompletedProcess:
     """Run the service expecting it to give up at once; a service still running after `timeout`
     fails the test (it started on a store it cannot write)."""
     try:
@@ -316,13 +318,11 @@ def test_existing_store_on_read_only_mount_exits_non_zero_and_is_untouched(tmp_p
 
 # -- a disk that fills up mid-run -------------------------------------------------------------------
 
-def file_size_limit(limit: int) -> Callable[[], None]:
-    """preexec for the service: files may not grow past `limit` bytes (EFBIG, like ENOSPC), and the
-    soft limit can be raised again from outside (`prlimit`) as when space is freed."""
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-    return apply
+def file_size_limit() -> None:
+    """preexec for the service: a file-size limit it can hit (EFBIG, as ENOSPC on a full disk;
+    SIGXFSZ ignored) whose soft value the test moves with `prlimit`, as space runs out or is freed."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 
 @dataclass
@@ -333,27 +333,40 @@ class FullDisk:
     store: Path
     log: Path
     acked: list[FakeCall] = field(default_factory=list)
-    refusal: httpx.Response | None = None
 
-    def post(self, n: int = 50) -> httpx.Response:
-        calls = [self.fake.add_call(steps=steps(State.COMPLETED, 0.5), outcome=State.COMPLETED) for _ in range(n)]
+    def post(self, n: int = 50, end: float = 0.5) -> httpx.Response:
+        calls = [self.fake.add_call(steps=steps(State.COMPLETED, end), outcome=State.COMPLETED) for _ in range(n)]
         response = httpx.post(f"{self.url}/api/v1/calls", json=[{"account": "tz", "call_id": c.call_id} for c in calls],
                               timeout=10, trust_env=False)
         if response.status_code == 201:
             self.acked += calls
         return response
 
+    def limit(self, size: int | None) -> None:
+        """No file of the service may grow past `size` bytes from now on (None: unlimited)."""
+        soft = resource.RLIM_INFINITY if size is None else size
+        resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (soft, resource.RLIM_INFINITY))
+
+    def freeze(self) -> None:
+        """The disk is full now: no store file may grow any more."""
+        self.limit(max(p.stat().st_size for p in self.store.parent.glob("calls.db*")))
+
     def fill(self) -> httpx.Response:
         """Register until the store refuses (bounded); returns the refusal."""
+        self.limit(256 * 1024)
         for _ in range(200):
             response = self.post()
             if response.status_code != 201:
-                self.refusal = response
                 return response
         pytest.fail("the store never filled up")
 
-    def free_space(self) -> None:
-        resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    def stored(self) -> dict[str, Row]:
+        copy = self.store.parent / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.mkdir()
+        for p in self.store.parent.glob("calls.db*"):
+            shutil.copy(p, copy / p.name)
+        return snapshot(copy / "calls.db")
 
 
 @pytest.fixture
@@ -361,10 +374,10 @@ def full_disk(tmp_path):
     fake = TelzinoFake()
     with fake.running():
         port = free_port()
-        store = tmp_path / "calls.db"
+        store = tmp_path / "store" / "calls.db"
         config = write_config(tmp_path / "config.yml", port, store, fake.url, fake.demo_settings())
         log = tmp_path / "service.log"
-        proc = start(config, log, preexec=file_size_limit(256 * 1024))
+        proc = start(config, log, preexec=file_size_limit)
         try:
             wait_until(lambda: ready(f"http://127.0.0.1:{port}"), message="service ready")
             yield FullDisk(f"http://127.0.0.1:{port}", proc, fake, store, log)
@@ -380,24 +393,39 @@ def test_full_disk_refuses_registrations_clearly_and_recovers_without_loss(full_
     assert "store" in refusal.json()["error"]
     assert d.acked, "nothing was stored before the disk filled"
     assert httpx.get(f"{d.url}/metrics").status_code == 200  # still serving while full
-    time.sleep(1.0)  # the acknowledged calls finish meanwhile: their results cannot be written yet
     assert str(d.store) in d.log.read_text(), "the log does not name the store that cannot be written"
 
-    d.free_space()
+    d.limit(None)
     wait_until(lambda: d.post(10).status_code == 201, timeout=10, message="registrations accepted again")
     wait_until(lambda: all(r["state"] == "completed" for r in _records(d)), timeout=20,
                message="every acknowledged call's outcome written once space is back")
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(30) == 0, d.log.read_text()[-2000:]
     rows = snapshot(d.store)
-    assert all(c.call_id in rows and rows[c.call_id].state == "completed" and rows[c.call_id].terminal_rows == 1
-               for c in d.acked)
+    assert all(rows[c.call_id].state == "completed" and rows[c.call_id].terminal_rows == 1 for c in d.acked)
+
+
+def test_poll_results_wait_in_memory_while_the_disk_is_full(full_disk):
+    """Write-behind results that cannot be written are kept, not dropped, and land once space returns."""
+    d = full_disk
+    assert d.post(50, end=1.0).status_code == 201
+    d.freeze()
+    wait_until(lambda: _finished(d) == 50, message="the exporter sees every call end while the disk is full")
+    rows = d.stored()
+    unwritten = sum(1 for c in d.acked if rows[c.call_id].state not in TERMINAL)
+    assert unwritten > 0, "every outcome was written although the disk was full"
+    response = httpx.get(f"{d.url}/api/v1/calls/tz/{d.acked[0].call_id}", timeout=5)
+    assert response.status_code in (200, 503) and response.json(), response.text  # reads flush first
+    d.limit(None)
+    wait_until(lambda: all(r.state == "completed" and r.terminal_rows == 1 for r in d.stored().values()),
+               timeout=10, message="the kept results written once space is back")
 
 
 def test_shutdown_while_the_disk_is_full_exits_non_zero_naming_the_store(full_disk):
     d = full_disk
-    d.fill()
-    time.sleep(1.0)  # poll results are queued that cannot be written
+    assert d.post(50, end=0.3).status_code == 201
+    d.freeze()
+    time.sleep(1.5)  # poll results are queued that cannot be written
     d.proc.send_signal(signal.SIGTERM)
     code = d.proc.wait(30)
     output = d.log.read_text()
@@ -411,13 +439,18 @@ def test_shutdown_while_the_disk_is_full_exits_non_zero_naming_the_store(full_di
                    "metric): while the disk is full, poll results pile up in memory unseen; see the report")
 def test_full_disk_is_visible_in_metrics_and_log(full_disk):
     d = full_disk
-    d.fill()
-    time.sleep(1.0)
+    assert d.post(50, end=0.3).status_code == 201
+    d.freeze()
+    time.sleep(1.5)  # poll results fail to be written (no registration fails: that path logs already)
     metrics = httpx.get(f"{d.url}/metrics").text
     errors = [ln for ln in metrics.splitlines() if ln.startswith("outbound_call_store_write_errors_total")]
     assert errors and float(errors[0].rsplit(" ", 1)[1]) > 0, "no outbound_call_store_write_errors_total"
-    log = d.log.read_text()
-    assert "poll results" in log and str(d.store) in log, "write-behind failures are not logged"
+    assert str(d.store) in d.log.read_text(), "write-behind failures are not logged"
+
+
+def _finished(d: FullDisk) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(f"{d.url}/metrics", timeout=5).text.splitlines()
+               if line.startswith("outbound_calls_finished_total{"))
 
 
 def _records(d: FullDisk) -> list[dict[str, Any]]:

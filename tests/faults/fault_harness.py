@@ -18,6 +18,7 @@ The checks every case shares live here, so each case only says what is special a
 
 from __future__ import annotations
 
+import socket
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +44,12 @@ REASONS = tuple(r.value for r in ErrorReason)
 OUTCOMES = (State.COMPLETED, State.BUSY, State.NO_ANSWER, State.FAILED, State.COMPLETED, State.BUSY)
 #: how late after the provider's end a healthy account may notice (cadence + jitter + slack)
 BYSTANDER_LAG = 1.5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def quick_steps(fake: FakeProvider, outcome: State, end: float = 0.6) -> list[Step]:

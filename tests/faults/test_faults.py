@@ -9,7 +9,6 @@ call reaches its true terminal state.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 
@@ -19,34 +18,27 @@ from outbound_call_exporter import scheduler
 from outbound_call_exporter.fakes import Fault, Step, http_date_in
 
 from conftest import wait_until
-from fault_harness import BYSTANDER, CADENCE, VICTIM, scene
+from fault_harness import BYSTANDER, CADENCE, VICTIM, free_port, scene
 
 WINDOW = 2.0  # seconds each fault stays on while measured
 MIB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # -- faults the host retries per call with exponential backoff ------------------------------------
+# (more shapes of bad answer -- arrays, bare strings, non-UTF-8, empty 500s, 4xx -- go through every
+# plugin's parsing in test_every_plugin)
 
 PER_CALL = [
     pytest.param(Fault("status", status=500), "server_error", id="http-500"),
     pytest.param(Fault("status", status=502, body=b"<html>Bad Gateway</html>"), "server_error", id="http-502-html"),
     pytest.param(Fault("status", status=503), "server_error", id="http-503"),
     pytest.param(Fault("stall"), "timeout", id="read-timeout-mid-body"),
-    pytest.param(Fault("timeout", delay=5), "timeout", id="answer-after-deadline"),
     pytest.param(Fault("hang"), "timeout", id="accepts-never-answers"),
     pytest.param(Fault("drip", delay=0.05, size=100_000), "timeout", id="slow-drip"),
     pytest.param(Fault("reset"), "connection_error", id="reset-mid-body"),
     pytest.param(Fault("malformed"), "invalid_response", id="malformed-json"),
-    pytest.param(Fault("wrong_shape"), "invalid_response", id="wrong-shape-array"),
     pytest.param(Fault("wrong_shape", body=b'{"status": {"code": 3}, "created_at": true}'), "invalid_response",
-                 id="wrong-shape-object"),
-    pytest.param(Fault("wrong_shape", body=b'{"id": "x"}'), "invalid_response", id="wrong-shape-no-status"),
+                 id="wrong-shape"),
     pytest.param(Fault("huge", size=64 * MIB), "invalid_response", id="64MiB-body"),
 ]
 
@@ -140,9 +132,6 @@ def test_429_retry_after_pauses_the_whole_account(tmp_path, registry, retry_afte
         s.assert_only_reason("rate_limited", records, exact=s.victim.requests["fault"])
 
 
-@pytest.mark.xfail(strict=True, reason="scheduler.AccountPoller._on_error: the rate_limited branch uses "
-                   "backoff(call.errors + 1, cadence) without incrementing call.errors, so the wait never "
-                   "grows; see the helper's report")
 def test_429_without_retry_after_backs_off_exponentially(tmp_path, registry):
     """Repeated 429s with no Retry-After: the wait must grow like any other error's backoff
     (README: "Errors back off per call ... over an exponentially growing window").
@@ -182,10 +171,6 @@ def test_auth_failure_pauses_the_account_and_marks_it_down(tmp_path, registry, m
         s.assert_only_reason("unauthorized", records, exact=s.victim.requests["fault"])
 
 
-@pytest.mark.xfail(strict=True, reason="scheduler.AccountPoller._on_error counts every 401 answer of a "
-                   "concurrent burst as one more consecutive auth failure, so one burst of N in-flight "
-                   "requests pauses the account for base + U(0, base * 2^N) (up to 5 min) at the first "
-                   "episode; see the helper's report")
 def test_a_burst_of_concurrent_401s_is_one_auth_failure(tmp_path, registry, monkeypatch):
     """Credentials revoked while 12 requests are in flight: that is one failure, so the first
     pause is base + U(0, 2 x base) (README: 5 s, 10 s, ... 5 min), not minutes. Twice, so that
@@ -202,9 +187,8 @@ def test_a_burst_of_concurrent_401s_is_one_auth_failure(tmp_path, registry, monk
                                                           "params": c.params} for c in calls])
             wait_until(lambda: s.victim.requests["fault"] == served + 12, timeout=10, message="the 401 burst")
             wait_until(lambda: s.up(VICTIM) == 0, timeout=5, message="account down")
-            burst_end = time.monotonic()
-            wait_until(lambda: s.up(VICTIM) == 1, timeout=6, message="account up within 3 x base after one burst")
-            assert time.monotonic() - burst_end < 4.5
+            # first pause: base + U(0, 2 x base) = at most 3 s, plus a cadence and scheduling slack
+            wait_until(lambda: s.up(VICTIM) == 1, timeout=4.5, message="account up within 3 x base after one burst")
 
 
 # -- not an error: an unknown status value ----------------------------------------------------
@@ -215,10 +199,7 @@ def test_unknown_status_is_polled_at_its_cadence_and_logged_once(tmp_path, regis
         s.victim.inject(Fault("unknown_status", value=value), times=None)
         s.register()
         calls = len(s.victim_calls)
-        wait_for_unknown = time.monotonic()
-        while s.calls_in("unknown") != calls and time.monotonic() - wait_for_unknown < 5:
-            time.sleep(0.05)
-        assert s.calls_in("unknown") == calls
+        wait_until(lambda: s.calls_in("unknown") == calls, timeout=5, message="every call in state unknown")
         start = s.requests_sent(VICTIM)
         s.keep_scraping(WINDOW)
         sent = s.requests_sent(VICTIM) - start

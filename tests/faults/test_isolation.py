@@ -6,7 +6,6 @@ plus `dead` (nothing listens on its port) and `hung` (every request hangs to the
 
 from __future__ import annotations
 
-import socket
 import time
 from contextlib import ExitStack
 
@@ -15,16 +14,10 @@ from outbound_call_exporter.fakes import Fault
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
 from conftest import account, make_config, running_service, wait_until
-from fault_harness import CADENCE, REASONS, body, parse_iso, quick_steps
+from fault_harness import free_port, CADENCE, REASONS, body, parse_iso, quick_steps
 
 OUTCOMES = (State.COMPLETED, State.BUSY, State.NO_ANSWER, State.FAILED, State.CANCELLED)
 WINDOW = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_one_provider_down_all_along_leaves_every_other_account_alone(tmp_path, registry, monkeypatch):
