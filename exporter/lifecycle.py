@@ -6,6 +6,7 @@ history rows, and the observations the metrics need) and the scheduler acts on i
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,7 +26,7 @@ class WatchedCall:
                  created_at: float | None = None, answered_at: float | None = None,
                  events_recorded: int = 0) -> None:
         self.seq = seq
-        self.params = params
+        self.params = compact(params)
         self.state = state
         self.provider_status = provider_status
         self.seen = seen  # the provider has answered with a status at least once
@@ -40,6 +41,31 @@ class WatchedCall:
     @property
     def call_id(self) -> str:
         return self.params.call_id
+
+
+_FIELDS_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def compact(params: CallParams) -> CallParams:
+    """The same params, sharing what 100,000 watched calls would otherwise each keep a copy of.
+
+    Path params other than the call id repeat across calls (an account's agent or batch id):
+    they are interned. Pydantic keeps a mutable set of the fields given per instance (~220
+    bytes): frozen params never change it, so instances with the same fields share one
+    frozenset. Equality, hashing, dumping and validation are unchanged.
+    """
+    try:
+        values = params.__dict__
+        for key, value in values.items():
+            if type(value) is str and key != "call_id":
+                values[key] = sys.intern(value)
+        given = params.__pydantic_fields_set__
+        if type(given) is not frozenset and params.model_config.get("frozen"):
+            shared = _FIELDS_SETS.setdefault(frozenset(given), frozenset(given))
+            object.__setattr__(params, "__pydantic_fields_set__", shared)
+    except (AttributeError, TypeError):  # another pydantic layout: keep the params as they are
+        pass
+    return params
 
 
 @dataclass
@@ -86,7 +112,10 @@ def apply_status(call: WatchedCall, status: CallStatus, now: float, secrets: tup
     if (status.state, status.provider_status) != (call.state, call.provider_status) and not (
             out.history and out.history[-1][:2] == (status.state.value, status.provider_status)):
         out.history.append((status.state.value, status.provider_status, _ts(status.state_since) or now))
-    call.state, call.provider_status = status.state, status.provider_status
+    if call.provider_status != status.provider_status:  # kept per call: one shared copy of each value
+        call.provider_status = sys.intern(status.provider_status) if type(status.provider_status) is str \
+            else status.provider_status
+    call.state = status.state
     if status.state.terminal:
         out.fields["watching"] = 0
         out.finished = status.state

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import logging
 import random
 import time
@@ -89,7 +88,6 @@ class AccountPoller:
         self.scopes: dict[str, "ScopeWatcher"] = {}  # set by the service
         self.counts: dict[State, int] = {}
         self._heap: list[tuple[float, int, int, WatchedCall]] = []
-        self._tiebreak = itertools.count()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._slots = asyncio.Semaphore(account.config.max_concurrency)
@@ -144,7 +142,7 @@ class AccountPoller:
         loop = asyncio.get_running_loop()
         call.gen += 1
         due = loop.time() + delay
-        heapq.heappush(self._heap, (due, next(self._tiebreak), call.gen, call))
+        heapq.heappush(self._heap, (due, call.seq, call.gen, call))  # seq breaks ties: no new int per entry
         if self._heap[0][3] is call:
             self._wake.set()
 

@@ -74,19 +74,20 @@ class Service:
     async def _resume(self) -> int:
         """Reload every watched, non-terminal call; registrations are not counted again."""
         count, orphans = 0, 0
-        for row in await self.store.load_active():
-            poller = self.pollers.get(row.account)
-            if poller is None:
-                orphans += 1
-                continue
-            try:
-                params = poller.account.provider.Params.model_validate({**row.params, "call_id": row.call_id})
-            except ValidationError:
-                log.warning("account %s: stored call %s no longer validates; not resumed", row.account, row.seq)
-                continue
-            poller.add(WatchedCall(row.seq, params, row.first_seen_at, State(row.state), row.provider_status,
-                                   row.seen, row.created_at, row.answered_at, row.events_seen))
-            count += 1
+        async for chunk in self.store.iter_active():  # chunks: the rows never all sit in memory
+            for row in chunk:
+                poller = self.pollers.get(row.account)
+                if poller is None:
+                    orphans += 1
+                    continue
+                try:
+                    params = poller.account.provider.Params.model_validate({**row.params, "call_id": row.call_id})
+                except ValidationError:
+                    log.warning("account %s: stored call %s no longer validates; not resumed", row.account, row.seq)
+                    continue
+                poller.add(WatchedCall(row.seq, params, row.first_seen_at, State(row.state), row.provider_status,
+                                       row.seen, row.created_at, row.answered_at, row.events_seen))
+                count += 1
         if orphans:
             log.warning("%d watched calls belong to accounts not in the config; they resume when the "
                         "account is configured again", orphans)

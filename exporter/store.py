@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 from .errors import ExporterError
 from .model import TERMINAL_STATES
@@ -108,7 +108,7 @@ class Registered:
     state: str
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredCall:
     """A non-terminal watched call as loaded at start-up."""
 
@@ -318,15 +318,18 @@ class Store:
     # -- reads -----------------------------------------------------------------------------
 
     async def load_active(self) -> list[StoredCall]:
-        return await self._run(self._load_active)
+        return [call async for chunk in self.iter_active() for call in chunk]
 
-    def _load_active(self) -> list[StoredCall]:
-        rows = self.db.execute(
-            "SELECT seq, account, call_id, provider, params, state, provider_status, seen, created_at,"
-            " answered_at, first_seen_at, events_seen FROM calls WHERE watching = 1")
-        terminal = {s.value for s in TERMINAL_STATES}
-        return [StoredCall(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], bool(r[7]), r[8], r[9], r[10],
-                           r[11]) for r in rows if r[5] not in terminal]
+    async def iter_active(self, chunk: int = 5000) -> AsyncIterator[list[StoredCall]]:
+        """Every watched non-terminal call, `chunk` at a time, so start-up never holds all the
+        rows and their objects at once (memory: what a resume leaves behind is what it keeps)."""
+        cursor = await self._run(self.db.execute, _ACTIVE)
+        params_cache: dict[str, dict[str, Any]] = {}
+        try:
+            while rows := await self._run(cursor.fetchmany, chunk):
+                yield [_stored(r, params_cache) for r in rows if r[5] not in _TERMINAL_VALUES]
+        finally:
+            await self._run(cursor.close)
 
     async def get(self, account: str, call_id: str) -> dict[str, Any] | None:
         return await self._run(self._get, account, call_id)
@@ -409,6 +412,22 @@ class Store:
     def integrity_check(self) -> str:
         """`PRAGMA integrity_check` result ("ok" when healthy); for tests and operators."""
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+_ACTIVE = ("SELECT seq, account, call_id, provider, params, state, provider_status, seen, created_at,"
+           " answered_at, first_seen_at, events_seen FROM calls WHERE watching = 1")
+_TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATES)
+
+
+def _stored(r: tuple, params_cache: dict[str, dict[str, Any]]) -> StoredCall:
+    """A row as a `StoredCall`; calls with the same params text share one parsed dict (and so
+    one copy of each value: most calls of an account have the same agent or batch)."""
+    params = params_cache.get(r[4])
+    if params is None:
+        params = json.loads(r[4])
+        if len(params_cache) < 10_000:
+            params_cache[r[4]] = params
+    return StoredCall(r[0], r[1], r[2], r[3], params, r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11])
 
 
 _COLUMNS = ("seq, account, provider, call_id, params, state, provider_status, reason, watching, created_at,"
