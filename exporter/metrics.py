@@ -9,13 +9,17 @@ O(accounts × states), never O(calls), and there are no stale label sets to purg
 
 from __future__ import annotations
 
+import math
 import platform
+from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from itertools import accumulate
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ._version import __version__
 from .model import ACTIVE_STATES, FINAL_STATES, ErrorReason, FailureReason, State
@@ -64,9 +68,9 @@ class AccountMetrics:
     registered: Counter
     finished: Mapping[State, Counter]
     time_to_terminal: Mapping[State, Histogram]
-    requests: Counter
+    requests: LoopCounter
     errors: Mapping[ErrorReason, Counter]
-    request_duration: Histogram
+    request_duration: LoopHistogram
     time_to_answer: Histogram
     talk_time: Histogram
     failures: Mapping[FailureReason, Counter]
@@ -91,13 +95,13 @@ class Metrics:
             "outbound_call_time_to_terminal_seconds",
             "Time from the call's creation (provider clock when given, else registration) to its terminal state.",
             labels + ["state"], buckets=buckets, registry=r)
-        self.requests = Counter("outbound_call_status_requests", "Status requests sent to the provider.",
-                                labels, registry=r)
+        self.requests = LoopFamily("outbound_call_status_requests", "Status requests sent to the provider.")
+        r.register(self.requests)
         self.errors = Counter("outbound_call_status_request_errors", "Failed status requests, by reason.",
                               labels + ["reason"], registry=r)
-        self.request_duration = Histogram("outbound_call_status_request_duration_seconds",
-                                          "Latency of status requests.", labels, buckets=LATENCY_BUCKETS,
-                                          registry=r)
+        self.request_duration = LoopFamily("outbound_call_status_request_duration_seconds",
+                                           "Latency of status requests.", buckets=LATENCY_BUCKETS)
+        r.register(self.request_duration)
         self.time_to_answer = Histogram("outbound_call_time_to_answer_seconds",
                                         "Time from the call's creation to the callee answering (provider clock).",
                                         labels, buckets=ANSWER_BUCKETS, registry=r)
@@ -132,6 +136,76 @@ class Metrics:
             discovered={src: self.discovered.labels(*lv, src) for src in DISCOVERY_SOURCES},
             webhooks={res: self.webhooks.labels(*lv, res) for res in WEBHOOK_RESULTS},
         )
+
+
+class LoopCounter:
+    """A counter incremented only on the event loop's thread, so without a lock.
+
+    prometheus-client takes a lock per increment (and walks the buckets in Python per
+    observation): with two of them per status request that was ~5 % of a poll's CPU. The two
+    per-request families use these; `LoopFamily` exposes them exactly like a `Counter` and a
+    `Histogram` with the same names, help and labels.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class LoopHistogram:
+    """A histogram observed only on the event loop's thread (see `LoopCounter`)."""
+
+    __slots__ = ("upper", "counts", "sum")
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.upper = tuple(float(b) for b in buckets) + (math.inf,)
+        self.counts = [0] * len(self.upper)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.upper, amount)] += 1  # the first bucket with amount <= le
+        self.sum += amount
+
+
+class LoopFamily(Collector):
+    """`LoopCounter`s (or `LoopHistogram`s with `buckets`) per (provider, account)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float] | None = None) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.buckets = buckets
+        self.children: dict[tuple[str, str], LoopCounter | LoopHistogram] = {}
+
+    def labels(self, provider: str, account: str) -> Any:
+        child = self.children.get((provider, account))
+        if child is None:
+            child = LoopCounter() if self.buckets is None else LoopHistogram(self.buckets)
+            self.children[(provider, account)] = child
+        return child
+
+    def _family(self) -> CounterMetricFamily | HistogramMetricFamily:
+        kind = CounterMetricFamily if self.buckets is None else HistogramMetricFamily
+        return kind(self.name, self.documentation, labels=["provider", "account"])
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for lv, child in list(self.children.items()):
+            if isinstance(child, LoopCounter):
+                family.add_metric(list(lv), child.value)  # type: ignore[call-arg]
+            else:
+                cumulative = list(accumulate(child.counts))
+                family.add_metric(list(lv), [(floatToGoString(le), float(n)) for le, n in zip(child.upper, cumulative)],
+                                  child.sum)  # type: ignore[call-arg]
+        yield family
 
 
 class StateCollector(Collector):
