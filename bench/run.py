@@ -306,6 +306,37 @@ def measure_polls(exporter: Exporter, warmup: float, window: float) -> dict[str,
             "cores": cpu / seconds, "errors": e1 - e0, "polls": p1 - p0}
 
 
+def start_profile(exporter: Exporter, work: Path, window: float) -> subprocess.Popen | None:
+    """py-spy (pip install py-spy) sampling the exporter for the measurement window."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        log("  --profile: py-spy not found (pip install py-spy); no profile")
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(exporter.proc.pid), "--duration", str(int(window + 3)),
+                             "--rate", "200", "--format", "raw", "--threads", "--nonblocking",
+                             "--output", str(work / "profile.txt")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def finish_profile(profiler: subprocess.Popen, work: Path, top: int = 15) -> list[tuple[float, str]]:
+    """Self time per function of the event loop's thread, as shares of its samples."""
+    profiler.wait(120)
+    own: dict[str, int] = {}
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in (work / "profile.txt").read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            if "MainThread" not in frames[0]:
+                continue
+            leaf = frames[-1] if len(frames) > 1 else "(native: event loop, sockets)"
+            name = re.sub(r"\s*\((.*?):\d+\)", r" (\1)", leaf)
+            name = re.sub(r"\(/.*?site-packages/", "(", name)
+            own[name] = own.get(name, 0) + int(count)
+            total += int(count)
+    return [(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]] if total else []
+
+
 def scrape_ms(port: int, n: int) -> float:
     """Median wall time of `n` scrapes over one keep-alive connection, in ms."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -391,6 +422,8 @@ def main() -> int:
                         help="connections for wrk, the aiohttp loop and the exporter's max_concurrency")
     parser.add_argument("--sizes", default="1000,10000,100000", help="watched calls for the polls/s runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, stores)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also sample the exporter with py-spy during the 10,000-call run; print the hot spots")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -446,7 +479,10 @@ def main() -> int:
                 exp = start_exporter(work, f"polls{n}", path, nginx_port, **FAST)
                 if n == big:
                     rows["ready"], rows["listening"] = exp.ready_after, exp.listening_after
+                profiler = start_profile(exp, work, window) if args.profile and n == 10_000 else None
                 rows["polls"][n] = measure_polls(exp, 3.0, window)
+                if profiler is not None:
+                    rows["profile"] = finish_profile(profiler, work)
                 log(f"  {rows['polls'][n]['rate']:,.0f}/s")
                 if n == big:
                     rows["rss_per_call"] = (rss_bytes(exp.proc.pid) - rss0) / n
@@ -491,7 +527,7 @@ def report(r: dict[str, Any], sizes: list[int], conns: int, window: float, use_u
            f"| driver ({conns} connections, same nginx endpoint) | watched calls | requests/s | CPU s per 1k |"
            " vs aiohttp loop | vs wrk |",
            "|---|--:|--:|--:|--:|--:|",
-           f"| wrk -t1 (client-side limit) | – | {fmt(wrk)} | – | {wrk / aio:.0%} | 100 % |",
+           f"| wrk -t1 (client-side limit) | – | {fmt(wrk)} | – | {wrk / aio:.1f}× | 100 % |",
            f"| plain aiohttp loop, {loop} (Python limit) | – | {fmt(aio)} |"
            f" {r['aio']['cpu_seconds'] / (r['aio']['requests'] / 1000):.3f} | 100 % | {aio / wrk:.0%} |"]
     for n in sizes:
@@ -521,6 +557,10 @@ def report(r: dict[str, Any], sizes: list[int], conns: int, window: float, use_u
     ]
     out += ["", "| figure | result | target | |", "|---|--:|---|---|"]
     out += [f"| {a} | {b} | {c} | {ok(d) if c != '–' else ''} |" for a, b, c, d in rows]
+    if r.get("profile"):
+        out += ["", "Hot spots of the event loop's thread, 10,000 calls at 0.1 s (py-spy, self time):", "",
+                "| share | function (file) |", "|--:|---|"]
+        out += [f"| {share:.1%} | `{name}` |" for share, name in r["profile"]]
     if r["errors"]:
         out.append(f"\nWarning: {r['errors']:.0f} polls failed during the measurements (see the logs with --keep).")
     return "\n".join(out)

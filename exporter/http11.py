@@ -21,7 +21,6 @@ import asyncio
 import ssl
 import zlib
 from collections import deque
-from typing import Any
 
 import httptools
 
@@ -320,11 +319,11 @@ def decode_body(body: bytes, encodings: list[bytes], max_bytes: int) -> bytes:
 
 def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
     """The request as bytes; refuses header names or values that could split it."""
-    parts: list[Any] = [method, b" ", target or b"/", b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
+    lines = [b"%s: %s" % pair for pair in headers]
+    block = b"\r\n".join(lines)
+    if block.count(b"\r") != len(lines) - 1 or block.count(b"\n") != len(lines) - 1 \
+            or any(b":" in name for name, _ in headers):
+        if lines:
             raise HTTPError("a request header contains CR, LF or a colon in its name")
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    parts.append(body)
-    return b"".join(parts)
+    return b"".join((method, b" ", target or b"/", b" HTTP/1.1\r\n", block, b"\r\n\r\n" if lines else b"\r\n",
+                     body))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from collections import deque
 import logging
 import random
 import time
@@ -71,6 +72,47 @@ class RateLimiter:
             await asyncio.sleep(slot - now)
 
 
+class Slots:
+    """`asyncio.Semaphore` for the dispatch loop, without the scan of every waiter that
+    Python 3.11's `Semaphore.acquire` makes each time (~3 % of a poll's CPU). A released slot
+    is handed to the oldest waiter directly."""
+
+    def __init__(self, value: int) -> None:
+        self.free = value
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def locked(self) -> bool:
+        return self.free == 0
+
+    async def acquire(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # granted, then cancelled: pass it on
+                self.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to this waiter
+                return
+        self.free += 1
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
 class AccountPoller:
     """Polls every watched call of one account."""
 
@@ -90,7 +132,7 @@ class AccountPoller:
         self._heap: list[tuple[float, int, int, WatchedCall]] = []
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
-        self._slots = asyncio.Semaphore(account.config.max_concurrency)
+        self._slots = Slots(account.config.max_concurrency)
         self._limiter = RateLimiter(account.config.max_requests_per_second)
         self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None

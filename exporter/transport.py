@@ -75,8 +75,14 @@ class Http11Transport:
         try:
             async with asyncio.timeout(self.timeout):
                 answer = await self.pool.request(method, key, head, self.max_bytes)
-            headers = answer.headers
-            encodings = [v for k, v in headers if k.lower() == b"content-encoding"]
+            headers, encodings = [], []
+            for name, value in answer.headers:
+                lower = name.lower()
+                if lower in _DROP_RAW:  # the body handed over is whole and decoded
+                    if lower == b"content-encoding":
+                        encodings.append(value)
+                else:
+                    headers.append((name, value))
             body = http11.decode_body(answer.body, encodings, self.max_bytes) if encodings else answer.body
         except TimeoutError:
             raise PollError(ErrorReason.TIMEOUT, f"{url.path}: no complete answer within {self.timeout:g}s") from None
@@ -87,7 +93,6 @@ class Http11Transport:
             raise PollError(ErrorReason.INVALID_RESPONSE, f"{url.path}: body cannot be decoded") from None
         except http11.HTTPError as exc:
             raise PollError(ErrorReason.CONNECTION_ERROR, f"{url.path}: {exc}") from None
-        headers = [(k, v) for k, v in headers if k.lower() not in _DROP_RAW]
         return httpx.Response(answer.status, headers=headers, content=body, request=request,
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason})
 
