@@ -83,7 +83,7 @@ class Metrics:
     """The exporter's own registry and metric families."""
 
     def __init__(self, buckets: Sequence[float], accounts: Callable[[], Iterable[AccountView]],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], store_write_errors: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
         labels = ["provider", "account"]
         r = self.registry
@@ -117,7 +117,7 @@ class Metrics:
                                   "exporter learned of them (api, scope, webhook).", labels + ["source"], registry=r)
         self.webhooks = Counter("outbound_call_webhooks", "Result webhooks received, by result (accepted, "
                                 "rejected, unknown_call).", labels + ["result"], registry=r)
-        r.register(StateCollector(accounts, clock))
+        r.register(StateCollector(accounts, clock, store_write_errors))
 
     def add_account(self, provider: str, account: str) -> AccountMetrics:
         lv = (provider, account)
@@ -211,9 +211,11 @@ class LoopFamily(Collector):
 class StateCollector(Collector):
     """Scrape-time gauges computed from the in-memory per-account state."""
 
-    def __init__(self, accounts: Callable[[], Iterable[AccountView]], clock: Callable[[], float]) -> None:
+    def __init__(self, accounts: Callable[[], Iterable[AccountView]], clock: Callable[[], float],
+                 store_write_errors: Callable[[], int]) -> None:
         self._accounts = accounts
         self._clock = clock
+        self._store_write_errors = store_write_errors
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
@@ -240,6 +242,9 @@ class StateCollector(Collector):
                 for state, value in counts.items():
                     batches.add_metric([acc.provider_name, acc.name, batch, state], value)
         yield batches
+        yield CounterMetricFamily("outbound_call_store_write_errors",
+                                  "Failed writes of poll results to the store (kept in memory and retried).",
+                                  value=self._store_write_errors())
         info = GaugeMetricFamily("outbound_call_exporter_build_info", "Build information; always 1.",
                                  labels=["version", "python_version"])
         info.add_metric([__version__, platform.python_version()], 1.0)

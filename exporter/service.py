@@ -49,7 +49,8 @@ class Service:
         self.config = config
         self.accounts = resolve_accounts(config, registry)
         self.store = Store(config.store_path)
-        self.metrics = Metrics(config.histogram_buckets_seconds, lambda: self.pollers.values(), time.time)
+        self.metrics = Metrics(config.histogram_buckets_seconds, lambda: self.pollers.values(), time.time,
+                               lambda: self.store.write_errors)
         self.pollers: dict[str, AccountPoller] = {}
         self._transport_factory = transport_factory
         self.scopes = Scopes(self)

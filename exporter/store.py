@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from .errors import ExporterError
 from .model import TERMINAL_STATES
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -156,6 +158,11 @@ class Store:
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
             _migrate(db)
+            # a real write: an existing store on a read-only mount otherwise opens "fine" and
+            # only fails later, silently, when poll results are written behind
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("PRAGMA user_version = 1")
+            db.execute("COMMIT")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         self._db = db
@@ -206,8 +213,10 @@ class Store:
             if self._pending:
                 try:
                     await self.flush()
-                except StoreError:
-                    pass  # counted in write_errors and logged by the caller's metrics; retried next tick
+                except StoreError as exc:  # kept pending and retried next tick; visible meanwhile
+                    if self.write_errors == 1 or self.write_errors % 100 == 0:
+                        log.error("%s (poll results are kept in memory and retried; %d failed flushes)",
+                                  exc, self.write_errors)
 
     def _apply_pending(self) -> None:
         with self._lock:

@@ -278,10 +278,7 @@ def _read_only_bind_prefix(directory: Path) -> tuple[str, ...] | None:
 
 @pytest.mark.parametrize("how", [
     pytest.param("clean-shutdown", id="after-clean-shutdown"),
-    pytest.param("sigkill", id="after-crash", marks=pytest.mark.xfail(strict=True, reason=(
-        "store.Store._open never writes: a WAL store left by a crash (-wal and -shm present) on a "
-        "read-only mount opens read-only without error, so the service runs, refuses every "
-        "registration with 503 and silently drops poll results; see the report"))),
+    pytest.param("sigkill", id="after-crash"),
 ])
 def test_existing_store_on_read_only_mount_exits_non_zero_and_is_untouched(tmp_path, how):
     """A store written before, now on a read-only mount (e.g. a volume mounted `ro` by mistake)."""
@@ -435,8 +432,6 @@ def test_shutdown_while_the_disk_is_full_exits_non_zero_naming_the_store(full_di
     assert all(c.call_id in rows for c in d.acked)
 
 
-@pytest.mark.xfail(strict=True, reason="store.Store._flush_loop swallows write-behind failures (no log line, no "
-                   "metric): while the disk is full, poll results pile up in memory unseen; see the report")
 def test_full_disk_is_visible_in_metrics_and_log(full_disk):
     d = full_disk
     assert d.post(50, end=0.3).status_code == 201
