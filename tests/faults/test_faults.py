@@ -97,7 +97,7 @@ def test_connection_refused_backs_off_and_recovers_when_the_provider_returns(tmp
         s.victim.up()
         records = s.assert_victims_recover()
         refused = s.assert_only_reason("connection_error", records)
-        assert refused <= sent
+        assert refused >= sent - len(s.victim_calls), "requests sent while nothing listened were not all refused"
 
 
 # -- faults that pause the whole account -------------------------------------------------------
