@@ -255,12 +255,13 @@ class Store:
             cols = tuple(k for k in fields if k in UPDATABLE)
             values = [fields[k] for k in cols]
             if "extras" in fields:
-                values[cols.index("extras")] = json.dumps(fields["extras"], default=str)
+                values[cols.index("extras")] = _EXTRAS_JSON(fields["extras"])
             shapes.setdefault(cols, []).append((*values, polls, errors, seq))
         for cols, rows in shapes.items():
-            sets = [f"{k} = ?" for k in cols] + ["polls = polls + ?", "poll_errors = poll_errors + ?"]
-            db.executemany(f"UPDATE calls SET {', '.join(sets)} WHERE seq = ?", rows)
-        if history:
+            if not _write_as_one_statement(db, _update_sql(cols), rows):
+                sets = [f"{k} = ?" for k in cols] + ["polls = polls + ?", "poll_errors = poll_errors + ?"]
+                db.executemany(f"UPDATE calls SET {', '.join(sets)} WHERE seq = ?", rows)
+        if history and not _write_as_one_statement(db, _HISTORY_SQL, history):
             db.executemany("INSERT INTO history (call_seq, state, provider_status, at) VALUES (?, ?, ?, ?)", history)
 
     class _Tx:
@@ -422,6 +423,66 @@ class Store:
         """`PRAGMA integrity_check` result ("ok" when healthy); for tests and operators."""
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
 
+
+def _write_as_one_statement(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> bool:
+    """Run `sql` once with every row as one JSON array parameter (read with `json_each`).
+
+    `executemany` releases the GIL around each row's step and must win it back from the busy
+    event loop thread every time (up to the 5 ms switch interval): at a few thousand polls/s
+    the store thread fell behind and the write-behind queue grew without bound. One statement
+    is one step: SQLite does all the rows without the GIL. False (the caller uses
+    `executemany`) when SQLite is older than 3.33 (UPDATE ... FROM) or a value has no JSON
+    form (NaN, infinities).
+    """
+    if not _ONE_STATEMENT:
+        return False
+    try:
+        payload = _ROWS_JSON(rows)
+    except ValueError:
+        return False
+    db.execute(sql, (payload,))
+    return True
+
+
+def _update_sql(cols: tuple[str, ...]) -> str:
+    sql = _UPDATE_SQL.get(cols)
+    if sql is None:
+        n = len(cols)
+        sets = [f"{k} = json_extract(v.value, '$[{i}]')" for i, k in enumerate(cols)]
+        sets += [f"polls = polls + json_extract(v.value, '$[{n}]')",
+                 f"poll_errors = poll_errors + json_extract(v.value, '$[{n + 1}]')"]
+        sql = _UPDATE_SQL[cols] = (f"UPDATE calls SET {', '.join(sets)} FROM json_each(?1) AS v"
+                                   f" WHERE calls.seq = json_extract(v.value, '$[{n + 2}]')")
+    return sql
+
+
+_UPDATE_SQL: dict[tuple[str, ...], str] = {}
+_HISTORY_SQL = ("INSERT INTO history (call_seq, state, provider_status, at) SELECT json_extract(value, '$[0]'),"
+                " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]')"
+                " FROM json_each(?1) ORDER BY key")
+
+
+def _supports_one_statement() -> bool:
+    """UPDATE ... FROM (SQLite 3.33) and the JSON functions (built in since 3.38, usually before)."""
+    try:
+        db = sqlite3.connect(":memory:")
+        try:
+            db.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b)")
+            db.execute("INSERT INTO t VALUES (1, 0)")
+            db.execute("UPDATE t SET b = json_extract(v.value, '$[1]') FROM json_each('[[1, 2]]') AS v"
+                       " WHERE t.a = json_extract(v.value, '$[0]')")
+            return db.execute("SELECT b FROM t").fetchone() == (2,)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
+_ONE_STATEMENT = _supports_one_statement()
+_ROWS_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+#: `json.dumps(x, default=str)` without building a new encoder per call (it does, given `default`)
+_EXTRAS_JSON = json.JSONEncoder(default=str).encode
 
 _ACTIVE = ("SELECT seq, account, call_id, provider, params, state, provider_status, seen, created_at,"
            " answered_at, first_seen_at, events_seen FROM calls WHERE watching = 1")
