@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -25,6 +26,17 @@ from outbound_call_exporter.server import serve
 from outbound_call_exporter.service import Service
 
 IN_CI = os.environ.get("CI") == "true"
+
+
+def require_tool(name: str, package: str = "prometheus") -> str:
+    """Path of an external program; fail under CI=true when it is missing, skip elsewhere."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"`{name}` not found on PATH (install Debian's `{package}` package)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,

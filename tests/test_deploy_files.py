@@ -387,7 +387,7 @@ def test_dashboard_header():
         assert var["type"] == "query"
         assert var["datasource"]["uid"] == "${datasource}"
         assert var["multi"] and var["includeAll"]
-        assert f"label_values(" in var["definition"] and var["definition"].endswith(f", {name})")
+        assert "label_values(" in var["definition"] and var["definition"].endswith(f", {name})")
     assert "$provider" in variables["account"]["definition"], "account choices should follow the provider"
 
 

@@ -14,23 +14,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
-import pytest
 
-from conftest import IN_CI, wait_until
+from conftest import require_tool, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if IN_CI:
-            pytest.fail("chromium is required in CI (Debian package chromium)")
-        pytest.skip("chromium not installed")
-    return path
 
 
 class Tables(HTMLParser):
@@ -75,7 +65,7 @@ def gauges(url: str) -> dict[tuple[str, str, str], float]:
 
 
 def test_landing_page_in_chromium_matches_metrics(tmp_path):
-    browser = chromium()
+    browser = require_tool("chromium", package="chromium")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

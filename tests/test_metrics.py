@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from outbound_call_exporter.fakes import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
-from conftest import IN_CI, account, make_config, running_service, wait_until
+from conftest import account, make_config, require_tool, running_service, wait_until
 
 NON_TERMINAL = ("queued", "dialing", "in_progress", "unknown")
 TERMINAL = ("completed", "failed", "busy", "no_answer", "cancelled", "expired")
@@ -77,11 +76,7 @@ def test_openmetrics_is_negotiated(svc):
 
 
 def test_promtool_check_metrics_reports_nothing(svc):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if IN_CI:
-            pytest.fail("promtool is required in CI (Debian package prometheus)")
-        pytest.skip("promtool not installed")
+    promtool = require_tool("promtool")
     result = subprocess.run([promtool, "check", "metrics"], input=svc.metrics_text(), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", \

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import socket
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "grafana" / "dashboards" / "outbound-calls.json"
@@ -50,14 +51,6 @@ VARIABLE_VALUES = {
 # ------------------------------------------------------------------ helpers
 
 
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"`{name}` not found on PATH (install Debian's `prometheus` package)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def exporter_executable() -> str:

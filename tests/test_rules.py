@@ -8,14 +8,14 @@ promtool fails these tests; elsewhere they are skipped.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 PROM_DIR = REPO / "prometheus"
@@ -53,15 +53,6 @@ KNOWN_METRICS = (
 )
 
 
-def require_tool(name: str) -> str:
-    """Path of a binary; fail under CI=true when it is missing, skip elsewhere."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"`{name}` not found on PATH (install Debian's `prometheus` package)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from pydantic import SecretStr
 
@@ -186,7 +185,7 @@ def bad_configs(tmp: Path, plugins: list[Plugin]) -> list[tuple[str, str, dict[s
         ("env var for an unknown account", doc({**base, "settings": settings}),
          {f"OCE_ACCOUNTS__NOPE__SETTINGS__{f.upper()}": value}),
         ("env var overriding with bad JSON", doc({**base, "settings": settings}),
-         {f"OCE_ACCOUNTS__0__SETTINGS": "{" + value}),
+         {"OCE_ACCOUNTS__0__SETTINGS": "{" + value}),
     ]
     out = [(name, text, env, True) for name, text, env in out]
     for q in plugins:  # every secret field with characters a header cannot carry: refused or not, no echo
