@@ -7,7 +7,7 @@ from ._version import __version__
 from .errors import PollError
 from .hookspecs import hookimpl
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, Event, FailureReason, ListedCall, State
-from .provider import (CallParams, PathSegment, Provider, ProviderSettings, Uuid, classify_failure,
+from .provider import (CallParams, HeaderSecret, PathSegment, Provider, ProviderSettings, Uuid, classify_failure,
                        parse_retry_after, parse_timestamp)
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "classify_failure",
     "PollError",
     "PathSegment",
+    "HeaderSecret",
     "Uuid",
     "parse_timestamp",
     "parse_retry_after",

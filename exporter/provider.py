@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, ClassVar, Mapping
 from urllib.parse import quote
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, StringConstraints
 
 from .errors import PollError
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, FailureReason, ListedCall, State
@@ -34,6 +34,17 @@ def _not_dot_segment(value: str) -> str:
 
 
 PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment)]
+
+
+def _header_safe(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value()
+    if not text or not all(33 <= ord(c) <= 126 for c in text):
+        raise ValueError("must be non-empty printable ASCII without spaces (it is sent as an HTTP header)")
+    return value
+
+
+#: a credential sent as a header value: refused at config time if it could not be sent
+HeaderSecret = Annotated[SecretStr, AfterValidator(_header_safe)]
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
 
 

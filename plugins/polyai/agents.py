@@ -25,9 +25,9 @@ from typing import Literal
 
 import httpx
 
-from outbound_call_exporter import CallParams, PathSegment, ProviderSettings
+from outbound_call_exporter import CallParams, HeaderSecret, PathSegment, ProviderSettings
 
-from .common import CallSid, HeaderSecret, OutcomeProvider, outcome_status_map
+from .common import CallSid, OutcomeProvider, outcome_status_map
 
 Region = Literal["us", "eu", "uk", "studio"]
 Environment = Literal["sandbox", "pre-release", "live"]

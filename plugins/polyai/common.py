@@ -30,15 +30,6 @@ def _call_id(value: str) -> str:
 CallSid = Annotated[str, AfterValidator(_call_id)]
 
 
-def _header_safe(value: SecretStr) -> SecretStr:
-    text = value.get_secret_value()
-    if not text or not all(33 <= ord(c) <= 126 for c in text):
-        raise ValueError("must be non-empty printable ASCII without spaces (it is sent as an HTTP header)")
-    return value
-
-
-#: a credential sent as a header value: refused at config time if it could not be sent
-HeaderSecret = Annotated[SecretStr, AfterValidator(_header_safe)]
 
 #: every PolyAI doc: "poll every 2-5 seconds" while queued/ringing (calling), "every 10-30
 #: seconds once in-progress"; unknown statuses are polled like in-progress ones

@@ -34,10 +34,10 @@ from typing import Any, Mapping
 
 import httpx
 
-from outbound_call_exporter import (CallParams, CallStatus, Event, PathSegment, ProviderSettings,
+from outbound_call_exporter import (CallParams, CallStatus, Event, HeaderSecret, PathSegment, ProviderSettings,
                                     State, parse_timestamp)
 
-from .common import CallSid, HeaderSecret, PolyAIProvider, required_status
+from .common import CallSid, PolyAIProvider, required_status
 
 STATUS_MAP = {
     "CREATED": State.QUEUED,

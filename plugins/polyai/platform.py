@@ -23,9 +23,9 @@ from typing import Literal
 
 import httpx
 
-from outbound_call_exporter import CallParams, ProviderSettings
+from outbound_call_exporter import CallParams, HeaderSecret, ProviderSettings
 
-from .common import CallSid, HeaderSecret, OutcomeProvider, outcome_status_map
+from .common import CallSid, OutcomeProvider, outcome_status_map
 
 Region = Literal["us-1", "uk-1", "euw-1"]
 

@@ -27,9 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
-from outbound_call_exporter import (CallParams, CallStatus, ListedCall, Provider, ProviderSettings,
+from outbound_call_exporter import (CallParams, CallStatus, HeaderSecret, ListedCall, Provider, ProviderSettings,
                                     State, Uuid, classify_failure, hookimpl, parse_timestamp)
 
 STATUS_MAP = {
@@ -49,7 +48,7 @@ EXTRAS = ("to_number", "error", "sip_status_code", "transcript_id", "callback_de
 
 
 class TelzinoSettings(ProviderSettings):
-    token: SecretStr
+    token: HeaderSecret
     agent_id: Uuid | None = None
 
 

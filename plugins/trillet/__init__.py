@@ -39,10 +39,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from pydantic import SecretStr, field_validator
 
-from outbound_call_exporter import (BatchProgress, CallParams, CallStatus, ErrorReason, PathSegment, PollError,
-                                    Provider, ProviderSettings, State, classify_failure, hookimpl, parse_timestamp)
+from outbound_call_exporter import (BatchProgress, CallParams, CallStatus, ErrorReason, HeaderSecret, PathSegment,
+                                    PollError, Provider, ProviderSettings, State, classify_failure, hookimpl, parse_timestamp)
 
 STATUS_MAP = {
     "waiting": State.QUEUED,
@@ -58,17 +57,9 @@ RESULT_EXTRAS = ("callId", "outcome")
 
 
 class TrilletSettings(ProviderSettings):
-    api_key: SecretStr
+    api_key: HeaderSecret
     workspace_id: PathSegment
     batch_id: PathSegment | None = None
-
-    @field_validator("api_key")
-    @classmethod
-    def _header_safe(cls, value: SecretStr) -> SecretStr:
-        key = value.get_secret_value()
-        if not key or not all("!" <= ch <= "~" for ch in key):
-            raise ValueError("must be non-empty printable ASCII without spaces")
-        return value
 
 
 class TrilletParams(CallParams):
