@@ -4,7 +4,7 @@ The public API for plugin authors is exactly `__all__`; everything else is inter
 """
 
 from ._version import __version__
-from .errors import PollError
+from .errors import PollError, WebhookSignatureError
 from .hookspecs import hookimpl
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, Event, FailureReason, ListedCall, State
 from .provider import (CallParams, HeaderSecret, PathSegment, Provider, ProviderSettings, Uuid, classify_failure,
@@ -26,6 +26,7 @@ __all__ = [
     "FailureReason",
     "classify_failure",
     "PollError",
+    "WebhookSignatureError",
     "PathSegment",
     "HeaderSecret",
     "Uuid",

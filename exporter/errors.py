@@ -29,6 +29,14 @@ class RequestError(ExporterError):
         self.status = status
 
 
+class WebhookSignatureError(ExporterError):
+    """A result webhook's provider signature is missing or does not verify (answered with 401).
+
+    Plugins raise it from `Provider.verify_webhook`; the message must not quote the signature
+    or the secret it was computed with.
+    """
+
+
 class PollError(ExporterError):
     """A status request failed; `reason` is the bounded label it is counted under.
 

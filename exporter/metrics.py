@@ -31,7 +31,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ANSWER_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120)
 TALK_BUCKETS = (5, 15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600)
 DISCOVERY_SOURCES = ("api", "scope", "webhook")
-WEBHOOK_RESULTS = ("accepted", "rejected", "unknown_call")
+WEBHOOK_RESULTS = ("accepted", "rejected", "invalid_signature", "unknown_call")
 #: SIP final responses common on outbound calls get their own label value; others their class
 SIP_CODES = frozenset({400, 403, 404, 408, 410, 480, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603})
 #: default failure reason when the provider says nothing beyond the state
@@ -116,7 +116,7 @@ class Metrics:
         self.discovered = Counter("outbound_call_discovered", "Calls that started being watched, by where the "
                                   "exporter learned of them (api, scope, webhook).", labels + ["source"], registry=r)
         self.webhooks = Counter("outbound_call_webhooks", "Result webhooks received, by result (accepted, "
-                                "rejected, unknown_call).", labels + ["result"], registry=r)
+                                "rejected, invalid_signature, unknown_call).", labels + ["result"], registry=r)
         r.register(StateCollector(accounts, clock, store_write_errors))
 
     def add_account(self, provider: str, account: str) -> AccountMetrics:

@@ -134,8 +134,21 @@ class Provider:
         raise NotImplementedError
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
-        """A result webhook's JSON body as the call it is about; ValueError if it is not one."""
+        """A result webhook's body as the call it is about; ValueError if it is not one.
+
+        The host decodes the body first: a JSON object, or the fields of an
+        `application/x-www-form-urlencoded` body (as Twilio sends) as a dict of strings.
+        """
         raise NotImplementedError
+
+    def verify_webhook(self, request: httpx.Request) -> None:
+        """Check the provider's signature on a result webhook before its body is parsed.
+
+        `request` is the webhook as received: method, the URL the exporter was called on
+        (query string included), headers and the raw body. Raise `WebhookSignatureError` when
+        the provider documents a signature and it is missing or wrong. The default checks
+        nothing: the account's `webhook_token` is the only proof then.
+        """
 
     def paged_calls(self, response: httpx.Response, items_key: str,
                     identity: Callable[[dict[str, Any]], dict[str, Any]]) -> CallPage:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from urllib.parse import parse_qsl
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
+import httpx
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client.exposition import choose_encoder
 
 from . import landing, openapi
-from .errors import RequestError
+from .errors import RequestError, WebhookSignatureError
 from .model import State
 from .service import Service
 from .store import StoreError, decode_cursor, encode_cursor
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_JSON_DEPTH = 32
 MAX_LIST_LIMIT = 1000
+MAX_FORM_FIELDS = 200
 SERVICE_KEY = web.AppKey("service", Service)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -279,6 +282,27 @@ def _parse_since(value: str | None) -> float | None:
     return when.timestamp()
 
 
+async def _as_httpx(request: web.Request) -> httpx.Request:
+    """The webhook as received, in the plugins' request type, for signature checks."""
+    return httpx.Request(request.method, str(request.url), headers=list(request.headers.items()),
+                         content=await request.read())
+
+
+async def _webhook_body(request: web.Request) -> dict[str, Any]:
+    """A JSON object, or a form-encoded body's fields (Twilio's status callbacks) as strings."""
+    if request.content_type == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qsl((await request.read()).decode("utf-8"), keep_blank_values=True,
+                               strict_parsing=True, max_num_fields=MAX_FORM_FIELDS)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RequestError(f"form body is not valid: {exc}", 400) from None
+        return _no_duplicates(fields)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise RequestError("body must be a JSON object", 400)
+    return body
+
+
 # -- scopes and webhooks ------------------------------------------------------------------------------
 
 
@@ -324,10 +348,12 @@ async def webhook(request: web.Request) -> web.Response:
         counted["rejected"].inc()
         raise RequestError(f"provider {provider.name} sends no result webhooks", 404)
     try:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise RequestError("body must be a JSON object", 400)
-        listed = provider.parse_webhook(body)
+        provider.verify_webhook(await _as_httpx(request))
+    except WebhookSignatureError as exc:
+        counted["invalid_signature"].inc()
+        raise RequestError(f"webhook signature: {exc}", 401) from None
+    try:
+        listed = provider.parse_webhook(await _webhook_body(request))
     except (RequestError, ValueError, TypeError, KeyError) as exc:
         counted["rejected"].inc()
         message = str(exc) if isinstance(exc, RequestError) else f"not a {provider.name} result webhook: {exc}"
