@@ -133,3 +133,31 @@ def registry() -> Registry:
     reg = load_registry()
     assert not reg.failures, reg.failures
     return reg
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL server for the whole run (Debian's `postgresql`), removed after."""
+    from pgcluster import Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL's initdb/pg_ctl not found (install Debian's `postgresql` package)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = Cluster(bindir).init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+_databases = iter(range(1, 10_000))
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """A fresh empty database on the session's PostgreSQL server."""
+    return pg_cluster.create_database(f"t{next(_databases)}")
