@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from prometheus_client.exposition import choose_encoder
 
 from . import landing, openapi
-from .errors import RequestError
+from .errors import PollError, RequestError
 from .model import State
 from .service import Service
 from .store import StoreError, decode_cursor, encode_cursor
@@ -328,7 +328,7 @@ async def webhook(request: web.Request) -> web.Response:
         if not isinstance(body, dict):
             raise RequestError("body must be a JSON object", 400)
         listed = provider.parse_webhook(body)
-    except (RequestError, ValueError, TypeError, KeyError) as exc:
+    except (RequestError, PollError, ValueError, TypeError, KeyError) as exc:
         counted["rejected"].inc()
         message = str(exc) if isinstance(exc, RequestError) else f"not a {provider.name} result webhook: {exc}"
         raise RequestError(message, 400) from None
