@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import PollError
 
 from .model import ListedCall
+from .records import scope_record
+from .store import ScopeRow
 
 if TYPE_CHECKING:
     from .scheduler import AccountPoller
@@ -54,14 +56,9 @@ class Scope:
     discovered: int = 0
     progress: dict[str, int] = field(default_factory=dict)
 
-    def key(self) -> str:
-        return json.dumps(self.scope, sort_keys=True)
-
-    def record(self) -> dict[str, Any]:
-        from .store import iso
-
-        return {"id": self.id, "account": self.account, "scope": self.scope, "created_at": iso(self.created_at),
-                "discovered": self.discovered, "complete": self.complete}
+    def row(self) -> ScopeRow:
+        return ScopeRow(self.id, self.account, self.scope, self.created_at, self.origin, self.complete,
+                        self.discovered)
 
 
 class ScopeWatcher:
@@ -183,14 +180,15 @@ class Scopes:
         configured = set()
         for account in self.service.accounts:
             for scope in account.config.watch:
-                key = json.dumps(scope, sort_keys=True)
-                configured.add((account.name, key))
-                await self.service.store.add_scope(uuid.uuid4().hex[:16], account.name, key, time.time(), "config")
-        for id, account, key, created, origin, complete, discovered in await self.service.store.scopes():
-            if origin == "config" and (account, key) not in configured:
-                await self.service.store.delete_scope(id)
-            elif account in self.service.pollers:
-                self._watch(Scope(id, account, json.loads(key), created, origin, complete, discovered))
+                configured.add((account.name, json.dumps(scope, sort_keys=True)))
+                await self.service.store.add_scope(ScopeRow(uuid.uuid4().hex[:16], account.name, scope, time.time(),
+                                                            "config"))
+        for row in await self.service.store.scopes():
+            if row.origin == "config" and (row.account, json.dumps(row.scope, sort_keys=True)) not in configured:
+                await self.service.store.delete_scope(row.id)
+            elif row.account in self.service.pollers:
+                self._watch(Scope(row.id, row.account, dict(row.scope), row.created_at, row.origin, row.complete,
+                                  row.discovered))
 
     def _watch(self, scope: Scope) -> None:
         poller = self.service.pollers[scope.account]
@@ -199,7 +197,7 @@ class Scopes:
         if not scope.complete:
             watcher.start()
 
-    async def add(self, account: str, value: Any) -> Scope:
+    async def add(self, account: str, value: Any) -> ScopeRow:
         from .config import validate_scope
         from .errors import RequestError
 
@@ -213,12 +211,10 @@ class Scopes:
         batches = sum(1 for w in self.watchers.values() if "batch_id" in w.scope.scope and not w.scope.complete)
         if "batch_id" in scope and batches >= self.service.config.max_watched_batches:
             raise RequestError(f"max_watched_batches ({self.service.config.max_watched_batches}) reached", 503)
-        key = json.dumps(scope, sort_keys=True)
-        id = await self.service.store.add_scope(uuid.uuid4().hex[:16], account, key, time.time(), "api")
-        if id not in self.watchers:
-            [row] = [r for r in await self.service.store.scopes() if r[0] == id]
-            self._watch(Scope(id, account, scope, row[3], row[4], row[5], row[6]))
-        return self.watchers[id].scope
+        row = await self.service.store.add_scope(ScopeRow(uuid.uuid4().hex[:16], account, scope, time.time(), "api"))
+        if row.id not in self.watchers:
+            self._watch(Scope(row.id, account, scope, row.created_at, row.origin, row.complete, row.discovered))
+        return self.watchers[row.id].scope.row()
 
     async def delete(self, id: str) -> bool:
         watcher = self.watchers.pop(id, None)
@@ -228,7 +224,7 @@ class Scopes:
         return await self.service.store.delete_scope(id)
 
     def records(self) -> list[dict[str, Any]]:
-        return [w.scope.record() for w in sorted(self.watchers.values(), key=lambda w: w.scope.created_at)]
+        return [scope_record(w.scope.row()) for w in sorted(self.watchers.values(), key=lambda w: w.scope.created_at)]
 
     async def stop(self) -> None:
         for watcher in self.watchers.values():

@@ -13,7 +13,9 @@ from typing import Any, Iterable
 
 from ._version import __version__
 from .model import ACTIVE_STATES, FINAL_STATES
+from .records import iso
 from .service import Service
+from .store import CallQuery, CallRecord
 
 RECENT = 20
 
@@ -49,8 +51,8 @@ async def render(service: Service) -> str:
                                              for s in FINAL_STATES] for p in pollers)),
         "<h2>Recently finished</h2>",
         _table("recent", ["ended", "account", "call id", "state", "provider status", "reason"],
-               ([_short_time(r["ended_at"] or r["last_polled_at"]), r["account"], r["call_id"], r["state"],
-                 r["provider_status"] or "", r["reason"] or ""] for r in recent)) if recent
+               ([_short_time(iso(r.ended_at or r.last_polled_at)), r.account, r.call_id, r.state,
+                 r.provider_status or "", r.reason or ""] for r in recent)) if recent
         else "<p class='muted'>No finished calls yet.</p>",
         "</body></html>",
     ])
@@ -78,11 +80,11 @@ def _table(name: str, header: list[str], rows: Iterable[list[Any]]) -> str:
     return f"<table id='{name}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-async def recent_finished(service: Service) -> list[dict[str, Any]]:
+async def recent_finished(service: Service) -> list[CallRecord]:
     """The latest finished calls: the newest few of each terminal state, merged by end time."""
-    records: list[dict[str, Any]] = []
+    records: list[CallRecord] = []
     for state in FINAL_STATES:
-        page, _ = await service.store.list(None, state.value, None, RECENT, None)
+        page, _ = await service.store.list(CallQuery(state=state.value, limit=RECENT))
         records += page
-    records.sort(key=lambda r: r["ended_at"] or r["last_polled_at"] or "", reverse=True)
+    records.sort(key=lambda r: r.ended_at or r.last_polled_at or 0.0, reverse=True)
     return records[:RECENT]

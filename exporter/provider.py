@@ -1,10 +1,14 @@
 """The provider plugin contract: a sans-I/O description of one provider's status API.
 
-A plugin subclasses `Provider`, declares data (name, default base URL, settings and params
-models, status map, cadence) and implements `build_request` and `parse_body` (or
-`parse_response` when error responses need special handling). It never sends a request, sleeps
-or retries: the host does all of that, so a plugin is a pure function of its inputs and its
-tests need no server.
+A plugin subclasses `Provider[ItsSettings, ItsParams]`, declares data (name, default base URL,
+settings and params models, status map, cadence) and implements `build_request` and
+`parse_body` (or `parse_response` when error responses need special handling). It never sends
+a request, sleeps or retries: the host does all of that, so a plugin is a pure function of its
+inputs and its tests need no server.
+
+What every status body needs is done here once, around the plugin's `parse_body`
+(`call_status`): the raw status must be a string, and a `failed` call's free-text reason is
+classified into a `FailureReason` unless the plugin set one.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any, Callable, ClassVar, Mapping
+from dataclasses import replace
+from typing import Annotated, Any, Callable, ClassVar, Generic, Mapping, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -24,7 +29,6 @@ from .model import BatchProgress, CallPage, CallStatus, ErrorReason, FailureReas
 #: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (design.md, Limits).
 PATH_SEGMENT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-
 
 
 def _not_dot_segment(value: str) -> str:
@@ -66,14 +70,25 @@ class CallParams(BaseModel):
     call_id: PathSegment
 
 
-class Provider:
-    """One provider status API. The host makes one instance per configured account."""
+S = TypeVar("S", bound=ProviderSettings)
+P = TypeVar("P", bound=CallParams)
+
+
+class Provider(Generic[S, P]):
+    """One provider status API. The host makes one instance per configured account.
+
+    Generic over the plugin's settings and params models (`Provider[MySettings, MyParams]`), so
+    `self.settings` and the `call` of `build_request` have the plugin's own types.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     default_base_url: ClassVar[str]
-    Settings: ClassVar[type[ProviderSettings]]
-    Params: ClassVar[type[CallParams]]
+    # class attributes too; not `ClassVar`, which cannot hold the type variables
+    Settings: type[S]
+    Params: type[P]
+    #: the body field holding the raw status (`call_status` checks it is a string)
+    status_key: ClassVar[str] = "status"
     #: raw provider status (exactly as the API spells it) -> normalized state
     status_map: ClassVar[Mapping[str, State]]
     #: seconds between polls while a call is in each non-terminal state
@@ -81,29 +96,47 @@ class Provider:
     #: the account's rate limit unless configured: the provider's documented limit, when it has one
     default_max_requests_per_second: ClassVar[float] = 20.0
 
-    def __init__(self, settings: ProviderSettings, base_url: str | None = None) -> None:
+    def __init__(self, settings: S, base_url: str | None = None) -> None:
         self.settings = settings
         self.base_url = (base_url or self.default_base_url_for(settings)).rstrip("/")
 
     @classmethod
-    def default_base_url_for(cls, settings: ProviderSettings) -> str:
+    def default_base_url_for(cls, settings: S) -> str:
         """The documented base URL; override when it depends on settings (e.g. a region)."""
         return cls.default_base_url
 
     # -- the two pure functions ---------------------------------------------------------
 
-    def build_request(self, call: CallParams) -> httpx.Request:
+    def build_request(self, call: P) -> httpx.Request:
         """The status request for `call` (use `self.url` so ids are encoded safely)."""
         raise NotImplementedError
 
-    def parse_response(self, call: CallParams, response: httpx.Response) -> CallStatus:
-        """Turn a response into a `CallStatus`, or raise `PollError` naming the reason."""
-        self.raise_for_status(response)
-        return self.parse_body(call, self.json_object(response))
+    def parse_response(self, call: P, response: httpx.Response) -> CallStatus:
+        """Turn a response into a `CallStatus`, or raise `PollError` naming the reason.
 
-    def parse_body(self, call: CallParams, body: dict[str, Any]) -> CallStatus:
-        """Parse a successful response's JSON object (called by `parse_response`)."""
+        An override (for special error bodies) hands the body on with `self.call_status(body)`.
+        """
+        self.raise_for_status(response)
+        return self.call_status(self.json_object(response))
+
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        """Parse a status record (a status response's JSON object, a listed call, a webhook).
+
+        `body[self.status_key]` is a string when this is called (`call_status` checks it).
+        """
         raise NotImplementedError
+
+    def call_status(self, body: dict[str, Any]) -> CallStatus:
+        """`parse_body` with what every plugin needs around it: the raw status must be a string
+        (else `PollError(invalid_response)`), and a `failed` call's `reason` text refines
+        `failure_reason` through `classify_failure` unless the plugin set one."""
+        raw = body.get(self.status_key)
+        if not isinstance(raw, str):
+            raise PollError(ErrorReason.INVALID_RESPONSE, f"`{self.status_key}` is missing or not a string")
+        status = self.parse_body(body)
+        if status.state is State.FAILED and status.failure_reason is None and status.reason:
+            return replace(status, failure_reason=classify_failure(status.reason))
+        return status
 
     # -- optional capabilities (issue: discovery, bulk status, webhooks) ---------------------
     #
@@ -159,7 +192,9 @@ class Provider:
         items, paging = body.get(items_key), body.get("pagination")
         if not isinstance(items, list) or not isinstance(paging, dict):
             raise PollError(ErrorReason.INVALID_RESPONSE, f"a list response needs `{items_key}` and `pagination`")
-        calls = tuple(ListedCall(identity(item), self.parse_body(None, item)) for item in items)  # type: ignore[arg-type]
+        if not all(isinstance(item, dict) for item in items):
+            raise PollError(ErrorReason.INVALID_RESPONSE, f"`{items_key}` holds something else than objects")
+        calls = tuple(ListedCall(identity(item), self.call_status(item)) for item in items)
         return CallPage(calls, has_next=paging.get("hasNext") is True)
 
     @classmethod

@@ -23,7 +23,7 @@ from .errors import PollError
 from .lifecycle import Outcome, WatchedCall, apply_status, expire
 from .metrics import STATE_FAILURE_REASON, AccountMetrics, sip_code_label
 from .model import CallStatus, ErrorReason, ListedCall, State
-from .store import Store, Update
+from .store import CallStore, Update
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Slots:
 class AccountPoller:
     """Polls every watched call of one account."""
 
-    def __init__(self, account: Account, metrics: AccountMetrics, transport: Transport, store: Store,
+    def __init__(self, account: Account, metrics: AccountMetrics, transport: Transport, store: CallStore,
                  max_watch_seconds: float, wall_clock: Callable[[], float] = time.time) -> None:
         self.account = account
         self.name = account.name

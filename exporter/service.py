@@ -22,7 +22,7 @@ from .model import ListedCall, State
 from .plugins import Registry
 from .provider import CallParams
 from .scheduler import AccountPoller
-from .store import NewCall, Store
+from .store import CallRecord, CallStore, NewCall, SQLiteStore
 from .transport import Http11Transport, Transport
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Service:
                  transport_factory: TransportFactory = default_transport) -> None:
         self.config = config
         self.accounts = resolve_accounts(config, registry)
-        self.store = Store(config.store_path)
+        self.store: CallStore = SQLiteStore(config.store_path)
         self.metrics = Metrics(config.histogram_buckets_seconds, lambda: self.pollers.values(), time.time,
                                lambda: self.store.write_errors)
         self.pollers: dict[str, AccountPoller] = {}
@@ -134,7 +134,7 @@ class Service:
             raise RequestError(f"{where}{message}") from None
         return Registration(poller, model)
 
-    async def register(self, items: list[Any]) -> list[tuple[dict[str, Any], bool]]:
+    async def register(self, items: list[Any]) -> list[tuple[CallRecord, bool]]:
         """Validate all, store all in one transaction, start watching; `(record, created)` each."""
         prefix = len(items) > 1 or None
         regs = [self.validate(item, f"[{i}] " if prefix else "") for i, item in enumerate(items)]
@@ -177,7 +177,7 @@ class Service:
         poller.refreshed(listed, hold=poller.account.cadence[State.QUEUED])
         return True
 
-    async def unwatch(self, account: str, call_id: str) -> dict[str, Any] | None:
+    async def unwatch(self, account: str, call_id: str) -> CallRecord | None:
         """Stop watching; the record keeps its last state. None if the call is unknown."""
         poller = self.pollers.get(account)
         if poller is None:

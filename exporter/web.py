@@ -20,10 +20,11 @@ from aiohttp.abc import AbstractAccessLogger
 from prometheus_client.exposition import choose_encoder
 
 from . import landing, openapi
-from .errors import RequestError, WebhookSignatureError
+from .errors import PollError, RequestError, WebhookSignatureError
 from .model import State
 from .service import Service
-from .store import StoreError, decode_cursor, encode_cursor
+from .records import call_record, decode_cursor, encode_cursor, scope_record
+from .store import CallQuery, StoreError
 from .webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         raise
     except StoreError as exc:
         log.error("%s", exc)
-        return error(503, "the call store cannot be written; see the exporter's log")
+        return error(503, "the call store is unavailable; see the exporter's log")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal error; see the exporter's log")
@@ -212,12 +213,12 @@ async def register_calls(request: web.Request) -> web.Response:
             raise RequestError(f"batch of {len(body)} is over max_batch ({service.config.max_batch})", 413)
         results = await service.register(body)
         created = sum(1 for _, new in results if new)
-        return web.json_response({"calls": [record for record, _ in results], "created": created,
+        return web.json_response({"calls": [call_record(record) for record, _ in results], "created": created,
                                   "existing": len(results) - created}, status=201 if created else 200)
     if not isinstance(body, dict):
         raise RequestError("body must be a JSON object (or an array of objects for a batch)", 400)
     [(record, created)] = await service.register([body])
-    return web.json_response(record, status=201 if created else 200)
+    return web.json_response(call_record(record), status=201 if created else 200)
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -229,7 +230,7 @@ async def get_call(request: web.Request) -> web.Response:
     record = await service.store.get(account, call_id)
     if record is None:
         raise RequestError(f"call_id: no call {call_id[:128]!r} in account {account!r}", 404)
-    return web.json_response(record)
+    return web.json_response(call_record(record))
 
 
 async def delete_call(request: web.Request) -> web.Response:
@@ -239,7 +240,7 @@ async def delete_call(request: web.Request) -> web.Response:
     record = await service.unwatch(account, call_id)
     if record is None:
         raise RequestError(f"call_id: no call {call_id[:128]!r} in account {account!r}", 404)
-    return web.json_response(record)
+    return web.json_response(call_record(record))
 
 
 async def list_calls(request: web.Request) -> web.Response:
@@ -266,8 +267,8 @@ async def list_calls(request: web.Request) -> web.Response:
             cursor = decode_cursor(q["cursor"])
         except ValueError:
             raise RequestError("cursor: not a cursor returned by this API", 400) from None
-    records, last = await service.store.list(account, state, since, limit, cursor)
-    return web.json_response({"calls": records, "next": encode_cursor(last)})
+    records, last = await service.store.list(CallQuery(account, state, since, limit, cursor))
+    return web.json_response({"calls": [call_record(r) for r in records], "next": encode_cursor(last)})
 
 
 def _parse_since(value: str | None) -> float | None:
@@ -315,7 +316,7 @@ async def add_scope(request: web.Request) -> web.Response:
     if not isinstance(body.get("account"), str):
         raise RequestError("account: required, a string")
     scope = await service.scopes.add(body["account"], body.get("scope"))
-    return web.json_response(scope.record(), status=201)
+    return web.json_response(scope_record(scope), status=201)
 
 
 async def list_scopes(request: web.Request) -> web.Response:
@@ -354,7 +355,7 @@ async def webhook(request: web.Request) -> web.Response:
         raise RequestError(f"webhook signature: {exc}", 401) from None
     try:
         listed = provider.parse_webhook(await _webhook_body(request))
-    except (RequestError, ValueError, TypeError, KeyError) as exc:
+    except (RequestError, PollError, ValueError, TypeError, KeyError) as exc:
         counted["rejected"].inc()
         message = str(exc) if isinstance(exc, RequestError) else f"not a {provider.name} result webhook: {exc}"
         raise RequestError(message, 400) from None

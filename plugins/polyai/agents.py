@@ -46,7 +46,7 @@ class AgentsParams(CallParams):
     environment: Environment
 
 
-class PolyAIAgents(OutcomeProvider):
+class PolyAIAgents(OutcomeProvider[AgentsSettings, AgentsParams]):
     name = "polyai_agents"
     description = "PolyAI Agents API v1 outbound call status (X-API-KEY; regions us, eu, uk, studio)"
     default_base_url = "https://api.us.poly.ai"
@@ -57,6 +57,6 @@ class PolyAIAgents(OutcomeProvider):
     auth_header = "X-API-KEY"
     region_url = "https://api.{region}.poly.ai"
 
-    def build_request(self, call: AgentsParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: AgentsParams) -> httpx.Request:
         return self.get(self.url("v1", "agents", call.agent_id, "telephony", "outbound-calls", call.call_id,
                                  "status", query={"environment": call.environment}))

@@ -39,7 +39,7 @@ class PlatformParams(CallParams):
     call_id: CallSid
 
 
-class PolyAIPlatform(OutcomeProvider):
+class PolyAIPlatform(OutcomeProvider[PlatformSettings, PlatformParams]):
     name = "polyai_platform"
     description = "PolyAI platform outbound-calling status (X-PolyAi-Auth-Token; regions us-1, uk-1, euw-1)"
     default_base_url = "https://api.us-1.platform.polyai.app"
@@ -50,5 +50,5 @@ class PolyAIPlatform(OutcomeProvider):
     auth_header = "X-PolyAi-Auth-Token"
     region_url = "https://api.{region}.platform.polyai.app"
 
-    def build_request(self, call: PlatformParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: PlatformParams) -> httpx.Request:
         return self.get(self.url("v1", "outbound-calling", call.call_id, "status"))
