@@ -27,7 +27,7 @@ from ..model import TERMINAL_STATES
 from ..pgschema import migrate
 from . import pgsql
 from .rows import CallQuery, CallRecord, HistoryRow, NewCall, Registered, ScopeRow, StoredCall, StoreError, Update
-from .sqlite import scope_key
+from .schema import scope_key
 
 log = logging.getLogger(__name__)
 

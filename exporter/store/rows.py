@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from ..errors import ExporterError
 
@@ -42,6 +42,10 @@ class Update:
     polls: int = 0
     poll_errors: int = 0
     history: list[tuple[str, str | None, float]] = field(default_factory=list)
+    #: (partition, epoch) of the lease the call was polled under: what a fenced backend checks
+    fence: tuple[int, int] | None = None
+    #: runs once the update is written (a fenced backend: only if the fence let it through)
+    after: Callable[[], None] | None = None
 
 
 #: the columns an `Update` may set

@@ -1,0 +1,120 @@
+"""The PostgreSQL store on a real server: registrations, fenced write-behind, the inbox, reads."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from outbound_call_exporter.leases import partition_of
+from outbound_call_exporter.store import CallQuery, NewCall, ScopeRow, StoreError, Update
+from outbound_call_exporter.store.postgres import PostgresStore
+
+
+async def lease_all(url: str, owner: uuid.UUID, epoch: int = 1) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE oce_leases SET owner = $1, epoch = $2, expires_at = now() + interval '1 hour'",
+                           owner, epoch)
+    finally:
+        await conn.close()
+
+
+def new(i: int) -> NewCall:
+    return NewCall("acc", f"call-{i}", "telzino", {"agent_id": "a1"}, 1000.0 + i)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_register_is_idempotent_and_rewatches_unwatched(pg_url: str) -> None:
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            first = await store.register([new(1), new(2), new(1)], "queued")
+            assert [r.inserted for r in first] == [True, True, False]
+            assert first[0].seq == first[2].seq
+            again = await store.register([new(2)], "queued")
+            assert again[0].seq == first[1].seq and not again[0].inserted and not again[0].started
+            record = await store.unwatch("acc", "call-2")
+            assert record is not None and record.watching is False
+            back = await store.register([new(2)], "queued")
+            assert back[0].started and not back[0].inserted
+            got = await store.get("acc", "call-1")
+            assert got and got.params == {"agent_id": "a1"} and [h.state for h in got.history] == ["queued"]
+            items = await store.take_inbox(range(256))
+            kinds = [(k, s) for _, s, k, _ in items]
+            assert kinds == [("watch", first[0].seq), ("watch", first[1].seq), ("unwatch", first[1].seq),
+                             ("watch", first[1].seq)]
+            assert await store.take_inbox(range(256)) == []  # taken once
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_fenced_writes_pass_only_under_the_current_lease(pg_url: str) -> None:
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        refused: list[dict[int, int]] = []
+        store.on_fenced = refused.append
+        try:
+            store.owner = uuid.uuid4()
+            await lease_all(pg_url, store.owner, epoch=3)
+            [a, b] = await store.register([new(1), new(2)], "queued")
+            pa, pb = partition_of("acc", "call-1"), partition_of("acc", "call-2")
+            written: list[int] = []
+            store.queue(Update(a.seq, {"state": "completed", "extras": {"k": 1}, "ended_at": 5.0}, polls=1,
+                               history=[("completed", "done", 5.0)], fence=(pa, 3), after=lambda: written.append(1)))
+            store.queue(Update(b.seq, {"state": "dialing"}, polls=1, history=[("dialing", "ringing", 4.0)],
+                               fence=(pb, 2), after=lambda: written.append(2)))  # a stale epoch
+            await store.flush()
+            assert written == [1] and refused == [{pb: 2}]
+            ra, rb = await store.get_many([a.seq, b.seq])
+            assert (ra.state, ra.polls, ra.extras, ra.ended_at) == ("completed", 1, {"k": 1}, 5.0)
+            assert [h.state for h in ra.history] == ["queued", "completed"]
+            assert (rb.state, rb.polls, [h.state for h in rb.history]) == ("queued", 0, ["queued"])
+            active = [c.call_id async for chunk in store.iter_active(partitions={pa, pb}) for c in chunk]
+            assert active == ["call-2"]
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_list_pages_newest_first_and_scopes(pg_url: str) -> None:
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            await store.register([new(i) for i in range(5)], "queued")
+            page, before = await store.list(CallQuery(account="acc", limit=2))
+            assert [r.call_id for r in page] == ["call-4", "call-3"] and before is not None
+            page, before = await store.list(CallQuery(account="acc", limit=2, before=before))
+            assert [r.call_id for r in page] == ["call-2", "call-1"]
+            row = await store.add_scope(ScopeRow("s1", "acc", {"agent_id": "a"}, 1.0, "api"))
+            assert (await store.add_scope(ScopeRow("s2", "acc", {"agent_id": "a"}, 2.0, "api"))).id == row.id
+            await store.update_scope("s1", True, 7)
+            [scope] = await store.scopes()
+            assert (scope.complete, scope.discovered, dict(scope.scope)) == (True, 7, {"agent_id": "a"})
+            assert await store.delete_scope("s1") and not await store.delete_scope("s1")
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_an_unreachable_database_is_a_store_error_without_the_password(pg_cluster) -> None:
+    url = f"postgresql://oce:s3cret-pw@127.0.0.1:{pg_cluster.port + 1}/oce"
+
+    async def main() -> None:
+        with pytest.raises(StoreError) as caught:
+            await PostgresStore(url).open()
+        assert "s3cret-pw" not in str(caught.value) and "127.0.0.1" in str(caught.value)
+
+    run(main())
