@@ -18,6 +18,7 @@ from ._version import __version__
 from .config import load_config, resolve_accounts, split_address
 from .errors import ConfigError, ExporterError
 from .plugins import Registry, describe_model, load_registry
+from .privacy import access_warning
 
 DEFAULT_API_URL = "http://127.0.0.1:9877"
 
@@ -120,7 +121,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     accounts = resolve_accounts(config, _registry())
     names = ", ".join(f"{a.name} ({a.provider.name})" for a in accounts) or "none"
-    print(f"{args.config}: OK — {len(accounts)} account(s): {names}")
+    if notice := access_warning(config):  # a warning, not an error: a read-only exporter is valid
+        print(f"warning: {notice}", file=sys.stderr)
+    print(f"{args.config}: OK — {len(accounts)} account(s): {names}; privacy: destination "
+          f"{config.privacy.destination}, provider_metadata {str(config.privacy.provider_metadata).lower()}")
     return 0
 
 
