@@ -4,16 +4,20 @@ Every installed plugin's destination and metadata fields, found from its own dec
 its own fake (so a new plugin is covered without touching this file), under each policy,
 checked where they could end up: the SQLite store files themselves (main file and WAL), every
 API response, `/metrics`, the landing page and the log. Then the write rule on a non-loopback
-listener (bound to 0.0.0.0, reached over loopback) and what `check-config` says about it.
+listener (bound to 0.0.0.0, reached over loopback) and what `check-config` says about it; and
+`prune`, which deletes old records from the files themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from outbound_call_exporter.config import Config, param_defaults
 from outbound_call_exporter.fakes import FakeProvider, Step
 from outbound_call_exporter.plugins import Registry
 from outbound_call_exporter.privacy import MASK, OMITTED, Privacy, country_code, is_loopback, mask_number
+from outbound_call_exporter.store import NewCall, Store, Update
 
 from conftest import account, make_config, running_service, wait_until
 
@@ -365,3 +370,47 @@ def test_check_config_reports_the_combination(tmp_path):
     assert "destination full" in quiet.stdout
     wrong = check_config(tmp_path, privacy={"destination": "hashed"})
     assert wrong.returncode != 0 and "privacy.destination" in wrong.stderr
+
+
+# -- retention: prune -----------------------------------------------------------------------------------
+
+
+def test_prune_deletes_old_unwatched_records_from_the_files(tmp_path):
+    """Records kept before a policy change (or for longer than needed) can be deleted: the
+    bytes leave the store files, not just the index."""
+    now, day = time.time(), 86400.0
+    old_number = f"+1813{uuid.uuid4().int % 10**7:07d}"
+
+    async def fill() -> None:
+        store = Store(tmp_path / "calls.db")
+        await store.open()
+        calls = [NewCall("a", f"c{i}", "telzino", {}, now - age * day) for i, age in enumerate((90, 90, 90, 1))]
+        regs = await store.register(calls, "queued")
+        finished = {"state": "completed", "watching": 0, "extras": {"to_number": old_number}}
+        store.queue(Update(regs[0].seq, {**finished, "ended_at": now - 89 * day}, history=[("completed", "c", now)]))
+        store.queue(Update(regs[1].seq, {**finished, "ended_at": now - 5 * day}))  # ended recently: kept
+        # regs[2]: registered 90 days ago and still watched: kept; regs[3]: recent
+        store.queue(Update(regs[3].seq, {**finished, "ended_at": now - 1 * day}))
+        await store.close()
+
+    asyncio.run(fill())
+    assert old_number.encode() in b"".join(f.read_bytes() for f in tmp_path.glob("calls.db*"))
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump({"store_path": str(tmp_path / "calls.db")}))
+    cli = [sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config", str(config)]
+    result = subprocess.run([*cli, "--older-than-days", "30"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "deleted 1 call record(s)" in result.stdout
+    with sqlite3.connect(tmp_path / "calls.db") as db:
+        assert [r[0] for r in db.execute("SELECT call_id FROM calls ORDER BY call_id")] == ["c1", "c2", "c3"]
+        assert db.execute("SELECT count(*) FROM history WHERE call_seq = 1").fetchone() == (0,)
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("calls.db*"))
+    assert stored.count(old_number.encode()) == 2  # c1 and c3 keep theirs; c0's bytes are gone
+    for bad in ("0", "-3", "soon"):
+        refused = subprocess.run([*cli, "--older-than-days", bad], capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "older-than-days" in refused.stderr
+    missing = tmp_path / "missing.yml"
+    missing.write_text(yaml.safe_dump({"store_path": str(tmp_path / "nope.db")}))
+    refused = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config", str(missing),
+                              "--older-than-days", "1"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "no store at" in refused.stderr and not (tmp_path / "nope.db").exists()
