@@ -414,3 +414,32 @@ def test_prune_deletes_old_unwatched_records_from_the_files(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config", str(missing),
                               "--older-than-days", "1"], capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "no store at" in refused.stderr and not (tmp_path / "nope.db").exists()
+
+
+def test_prune_while_the_service_runs(registry, tmp_path):
+    fake = registry.fakes["telzino"](seed=9)
+    with fake.running():
+        config = make_config(tmp_path, [account("tz", "telzino", fake.url, fake.demo_settings())],
+                             privacy={"destination": "full"})
+        with running_service(config, registry) as svc:
+            calls = [fake.add_call(steps=steps(fake, State.COMPLETED, end=0.2)) for _ in range(3)]
+            for call in calls:
+                body = {"account": "tz", "call_id": call.call_id, "params": call.params}
+                assert svc.client.post("/api/v1/calls", json=body).status_code == 201
+            for call in calls:
+                wait_until(lambda: not svc.call("tz", call.call_id)["watching"], message="call finished")
+            path = tmp_path / "prune.yml"
+            path.write_text(yaml.safe_dump({"store_path": str(config.store_path)}))
+            result = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config",
+                                     str(path), "--older-than-days", "1e-9"],  # finished before now
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0 and "deleted 3 call record(s)" in result.stdout, result
+            assert result.stderr == "", result.stderr  # an idle service does not hold the WAL
+            for call in calls:
+                assert svc.client.get(f"/api/v1/calls/tz/{call.call_id}").status_code == 404
+            stored = b"".join(f.read_bytes() for f in tmp_path.glob("calls.db*"))
+            assert b"8135551234" not in stored, "pruned numbers are still in the store files"
+            fresh = fake.add_call(steps=steps(fake, State.COMPLETED, end=0.2))
+            body = {"account": "tz", "call_id": fresh.call_id, "params": fresh.params}
+            assert svc.client.post("/api/v1/calls", json=body).status_code == 201
+            wait_until(lambda: svc.call("tz", fresh.call_id)["state"] == "completed", message="service still works")
