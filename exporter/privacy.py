@@ -7,9 +7,10 @@ the provider when it triggered the call. Plugins declare which of their `extras`
 plugin, third-party ones too, gets the same protection without writing any of it.
 
 Declarations cover the fields a plugin knows about. As a safety net for the ones it does not
-(a number quoted in a failure text, an undeclared field), every other string the record keeps
-is searched for phone numbers: an international one (`+` and 7-15 digits) or any digit run that
-holds a declared destination's last seven digits is masked (or removed with `omit`) too.
+(a number quoted in a failure text, an undeclared field, a raw status the plugin does not
+know), every other string the record keeps is searched for phone numbers: an international
+one (`+` and 7-15 digits), or any digit run holding a declared destination's last seven digits,
+is masked (or removed with `omit`) too.
 
 The access half: a REST API that accepts writes without a token must not listen where a whole
 network can reach it, unless the operator says so (`allow_unauthenticated_writes`).
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .model import CallStatus
+from .model import CallStatus, State
 
 if TYPE_CHECKING:
     from .config import Config
@@ -55,7 +56,8 @@ class Privacy(BaseModel):
     def apply(self, provider: Provider | type[Provider], status: CallStatus) -> CallStatus:
         """`status` with its `reason` and `extras` reduced to what this policy keeps."""
         extras, reason = status.extras, status.reason
-        if not extras and not reason:
+        odd = status.state is State.UNKNOWN  # a raw status the plugin does not know is free text too
+        if not extras and not reason and not odd:
             return status
         metadata = () if self.provider_metadata else provider.metadata_extras
         if self.destination == "full":
@@ -74,7 +76,8 @@ class Privacy(BaseModel):
                     kept[key] = mask_number(value)
                 continue
             kept[key] = text.deep(value)
-        return replace(status, reason=text(reason) if reason else reason, extras=kept)
+        return replace(status, reason=text(reason) if reason else reason, extras=kept,
+                       provider_status=text(status.provider_status) if odd else status.provider_status)
 
 
 def mask_number(value: Any) -> str:

@@ -141,6 +141,8 @@ def test_a_number_in_undeclared_fields_is_masked_too(registry):
     out = Privacy().apply(cls, status)
     assert out.reason == "failed to connect to +1•••••••34"
     assert out.extras == {"callee": {"number": "+1•••••••34", "list": ["+49•••••••78"]}}
+    odd = Privacy(destination="omit").apply(cls, CallStatus(State.UNKNOWN, "calling +18135551234"))
+    assert odd.provider_status == f"calling {OMITTED}"  # stored in the history, logged once
 
 
 def test_every_builtin_plugin_declares_its_fields(registry):
