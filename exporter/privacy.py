@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import replace
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +41,8 @@ _TWO_DIGIT_CODES = frozenset(
     "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split())
 #: a phone number in free text: an optional `+`, then 7-15 digits, single separators allowed
 _NUMBER = re.compile(r"\+?\d(?:[ .()-]?\d){6,14}")
+_NON_DIGIT = re.compile(r"\D")
+_FIELDS = tuple(f.name for f in fields(CallStatus))
 
 
 class Privacy(BaseModel):
@@ -63,21 +65,31 @@ class Privacy(BaseModel):
         if self.destination == "full":
             if not any(key in extras for key in metadata):
                 return status
-            return replace(status, extras={k: v for k, v in extras.items() if k not in metadata})
-        destinations = provider.destination_extras
-        known = tuple(d for d in (_digits(v) for k, v in extras.items() if k in destinations) if len(d) >= 7)
-        text = _TextMasker(known, omit=self.destination == "omit")
-        kept: dict[str, Any] = {}
+            return _with(status, extras={k: v for k, v in extras.items() if k not in metadata})
+        destinations, masked = provider.destination_extras, self.destination == "masked"
+        known, kept, free = [], {}, []
         for key, value in extras.items():
             if key in metadata:
                 continue
             if key in destinations:
-                if self.destination == "masked":
+                digits = _digits(value)
+                if len(digits) >= 7:
+                    known.append(digits[-7:])
+                if masked:
                     kept[key] = mask_number(value)
-                continue
-            kept[key] = text.deep(value)
-        return replace(status, reason=text(reason) if reason else reason, extras=kept,
-                       provider_status=text(status.provider_status) if odd else status.provider_status)
+            else:
+                kept[key] = value
+                free.append(key)
+        text = _TextMasker(tuple(known), omit=not masked)
+        for key in free:
+            kept[key] = text.deep(kept[key])
+        return _with(status, extras=kept, reason=text(reason) if reason else reason,
+                     provider_status=text(status.provider_status) if odd else status.provider_status)
+
+
+def _with(status: CallStatus, **changes: Any) -> CallStatus:
+    """`dataclasses.replace`, at a third of its cost (this runs on every poll)."""
+    return CallStatus(**{**{name: getattr(status, name) for name in _FIELDS}, **changes})
 
 
 def mask_number(value: Any) -> str:
@@ -102,7 +114,7 @@ def country_code(digits: str) -> str:
 
 
 def _digits(value: Any) -> str:
-    return re.sub(r"\D", "", value) if isinstance(value, str) else str(value) if isinstance(value, int) else ""
+    return _NON_DIGIT.sub("", value) if isinstance(value, str) else str(value) if isinstance(value, int) else ""
 
 
 class _TextMasker:
@@ -113,12 +125,12 @@ class _TextMasker:
         self.omit = omit
 
     def __call__(self, text: str) -> str:
-        return _NUMBER.sub(self._replace, text) if any(c.isdigit() for c in text) else text
+        return _NUMBER.sub(self._replace, text)
 
     def _replace(self, match: re.Match[str]) -> str:
         found = match.group()
         digits = _digits(found)
-        if not found.startswith("+") and not any(k[-7:] in digits for k in self.known):
+        if not found.startswith("+") and not any(k in digits for k in self.known):
             return found  # a long number that is not a phone number we know of (an id, a time)
         return OMITTED if self.omit else mask_number(found)
 
