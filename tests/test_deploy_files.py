@@ -6,6 +6,9 @@ what the services look for, ports and service names agree between the
 Dockerfile, compose, Prometheus' scrape config and Grafana's datasource, the
 Prometheus job name is the one the alerts watch, and the dashboard is
 well-formed (variables, units, descriptions, thresholds equal to the alerts').
+The image's and the compose stack's defaults keep the privacy defaults: the
+image's environment is applied to a config that says nothing, and the compose
+exporter's command is run for real (on 0.0.0.0, reached over loopback).
 """
 
 from __future__ import annotations
