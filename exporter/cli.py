@@ -159,7 +159,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cutoff = datetime.fromtimestamp(before, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"{config.store_path}: deleted {deleted} call record(s) not watched and last active before {cutoff}")
     if not truncated:
-        print("warning: the running service held the WAL; its old pages are overwritten at its next checkpoint",
+        print("warning: the running service was writing, so the WAL could not be emptied: copies of deleted "
+              "records may linger in the -wal file until SQLite reuses it; run prune again a little later",
               file=sys.stderr)
     return 0
 

@@ -143,7 +143,7 @@ def _check_write_token(request: web.Request) -> None:
     """Writes (POST/DELETE): the api_token when set; without one, 403 on a non-loopback listener
     unless allow_unauthenticated_writes (design.md, "Privacy and access by default")."""
     config = request.app[SERVICE_KEY].config
-    if config.api_token is None and writes_refused(config):
+    if writes_refused(config):
         raise RequestError(writes_refused_message(config), 403)
     _check_token(request)
 
