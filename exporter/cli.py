@@ -1,4 +1,4 @@
-"""Command line: run, demo, watch, plugins, check-config (design.md, "CLI")."""
+"""Command line: run, demo, watch, plugins, check-config (design.md, "CLI"), and prune."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -18,6 +20,7 @@ from ._version import __version__
 from .config import load_config, resolve_accounts, split_address
 from .errors import ConfigError, ExporterError
 from .plugins import Registry, describe_model, load_registry
+from .privacy import access_warning
 
 DEFAULT_API_URL = "http://127.0.0.1:9877"
 
@@ -75,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 
+    p = sub.add_parser("prune", help="delete call records not watched and older than N days from the store")
+    p.add_argument("--config", required=True, help="YAML config file (its store_path is pruned)")
+    p.add_argument("--older-than-days", required=True, type=float, metavar="DAYS",
+                   help="delete records whose call ended (or was last polled) more than DAYS ago")
+    p.set_defaults(func=cmd_prune)
+
     p = sub.add_parser("check-config", help="validate a config file; exit 0 or print the error")
     p.add_argument("--config", required=True, help="YAML config file")
     p.set_defaults(func=cmd_check_config)
@@ -120,7 +129,39 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     accounts = resolve_accounts(config, _registry())
     names = ", ".join(f"{a.name} ({a.provider.name})" for a in accounts) or "none"
-    print(f"{args.config}: OK — {len(accounts)} account(s): {names}")
+    if notice := access_warning(config):  # a warning, not an error: a read-only exporter is valid
+        print(f"warning: {notice}", file=sys.stderr)
+    print(f"{args.config}: OK — {len(accounts)} account(s): {names}; privacy: destination "
+          f"{config.privacy.destination}, provider_metadata {str(config.privacy.provider_metadata).lower()}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Retention: the operator decides how long records are kept (see README, "Privacy and access")."""
+    from .store import Store
+
+    config = load_config(args.config)
+    if not args.older_than_days > 0:
+        raise ConfigError("--older-than-days: must be a positive number of days")
+    if not config.store_path.exists():
+        raise ConfigError(f"store_path: no store at {config.store_path}")
+    before = time.time() - args.older_than_days * 86400
+
+    async def prune() -> tuple[int, bool]:
+        store = Store(config.store_path)
+        await store.open()
+        try:
+            return await store.prune(before)
+        finally:
+            await store.close()
+
+    deleted, truncated = asyncio.run(prune())
+    cutoff = datetime.fromtimestamp(before, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"{config.store_path}: deleted {deleted} call record(s) not watched and last active before {cutoff}")
+    if not truncated:
+        print("warning: the running service was writing, so the WAL could not be emptied: copies of deleted "
+              "records may linger in the -wal file until SQLite reuses it; run prune again a little later",
+              file=sys.stderr)
     return 0
 
 

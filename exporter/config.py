@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import ConfigError
 from .model import State
 from .plugins import Registry
+from .privacy import Privacy
 from .provider import CallParams, Provider, ProviderSettings
 
 ENV_PREFIX = "OCE_"
@@ -87,6 +88,10 @@ class Config(BaseSettings):
     #: batch scopes watched at once (each adds a `batch` label value to outbound_call_batch_jobs)
     max_watched_batches: int = Field(100, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: what call records keep of personal data (design.md, "Privacy and access by default")
+    privacy: Privacy = Field(default_factory=Privacy)
+    #: accept POST/DELETE without api_token on a non-loopback listen_address (warned at start-up)
+    allow_unauthenticated_writes: bool = False
 
     @field_validator("listen_address")
     @classmethod
@@ -134,6 +139,7 @@ class Account:
     defaults: Mapping[str, Any]
     secret_fields: frozenset[str]
     secrets: tuple[str, ...]
+    privacy: Privacy = Privacy()
 
     @property
     def provider_name(self) -> str:
@@ -294,7 +300,7 @@ def resolve_accounts(config: Config, registry: Registry) -> list[Account]:
             name=acc.name, provider=provider, config=acc, cadence=cadence,
             defaults=param_defaults(settings, cls.Params),
             secret_fields=frozenset(k for k, v in settings.__dict__.items() if isinstance(v, SecretStr)),
-            secrets=secret_values(settings),
+            secrets=secret_values(settings), privacy=config.privacy,
         ))
     return accounts
 

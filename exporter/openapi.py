@@ -30,6 +30,7 @@ def _record(description: str) -> dict[str, Any]:
 _ACCOUNT_PARAM = {"name": "account", "in": "path", "required": True, "schema": {"type": "string"}}
 _CALL_PARAM = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _WRITE_ERRORS = {"401": _error("missing or wrong bearer token"), "415": _error("not JSON"),
+                 "403": _error("no api_token is set and the listener is not loopback: set api_token"),
                  "503": _error("max_watched_calls reached, the store cannot be written, or starting")}
 
 SPEC: dict[str, Any] = {

@@ -80,6 +80,10 @@ class Provider:
     cadence: ClassVar[Mapping[State, float]]
     #: the account's rate limit unless configured: the provider's documented limit, when it has one
     default_max_requests_per_second: ClassVar[float] = 20.0
+    #: `extras` keys holding the number dialled, and keys holding the provider's free-form
+    #: metadata (CRM fields echoed back): the host applies the `privacy` config to both
+    destination_extras: ClassVar[frozenset[str]] = frozenset()
+    metadata_extras: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: ProviderSettings, base_url: str | None = None) -> None:
         self.settings = settings

@@ -277,6 +277,7 @@ class AccountPoller:
 
     def _apply(self, call: WatchedCall, status: CallStatus, now: float, polls: int) -> None:
         """What the provider said about a watched call (a poll, a listing or a webhook)."""
+        status = self.account.privacy.apply(self.account.provider, status)  # before anything keeps it
         if status.state is State.UNKNOWN:
             _warn_unknown(self.provider_name, status.provider_status)
         previous = call.state

@@ -325,6 +325,26 @@ class Store:
             raise StoreError(f"cannot write store {self.path}: {exc}") from None
         return self._get(account, call_id)
 
+    async def prune(self, before: float) -> tuple[int, bool]:
+        """Delete every call record not watched whose last activity (end, else last poll, else
+        registration) is older than `before`, with its history. Returns (records deleted, whether
+        the WAL could be emptied now). Freed pages are zeroed (`secure_delete`) and the WAL is
+        truncated, so the deleted personal data is gone from the files, not just unlinked."""
+        return await self._run(self._prune, before)
+
+    def _prune(self, before: float) -> tuple[int, bool]:
+        self._apply_pending()
+        old = "SELECT seq FROM calls WHERE watching = 0 AND COALESCE(ended_at, last_polled_at, first_seen_at) < ?"
+        try:
+            self.db.execute("PRAGMA secure_delete = ON")
+            with self._transaction() as db:
+                db.execute(f"DELETE FROM history WHERE call_seq IN ({old})", (before,))
+                deleted = db.execute(f"DELETE FROM calls WHERE seq IN ({old})", (before,)).rowcount
+            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write store {self.path}: {exc}") from None
+        return deleted, not busy
+
     # -- reads -----------------------------------------------------------------------------
 
     async def load_active(self) -> list[StoredCall]:

@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from . import landing, openapi
 from .errors import RequestError, WebhookSignatureError
 from .model import State
+from .privacy import writes_refused, writes_refused_message
 from .service import Service
 from .store import StoreError, decode_cursor, encode_cursor
 from .webconfig import BasicAuth, WebConfig
@@ -141,6 +142,15 @@ def _check_token(request: web.Request) -> None:
         raise RequestError("missing or wrong API token (Authorization: Bearer <api_token>)", 401)
 
 
+def _check_write_token(request: web.Request) -> None:
+    """Writes (POST/DELETE): the api_token when set; without one, 403 on a non-loopback listener
+    unless allow_unauthenticated_writes (design.md, "Privacy and access by default")."""
+    config = request.app[SERVICE_KEY].config
+    if writes_refused(config):
+        raise RequestError(writes_refused_message(config), 403)
+    _check_token(request)
+
+
 def _check_read_token(request: web.Request) -> None:
     if request.app[SERVICE_KEY].config.api_token_for_reads:
         _check_token(request)
@@ -202,7 +212,7 @@ def _depth(value: Any) -> int:
 
 
 async def register_calls(request: web.Request) -> web.Response:
-    _check_token(request)
+    _check_write_token(request)
     service = _require_ready(request)
     body = await read_json(request)
     if isinstance(body, list):
@@ -233,7 +243,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def delete_call(request: web.Request) -> web.Response:
-    _check_token(request)
+    _check_write_token(request)
     service = _require_ready(request)
     account, call_id = request.match_info["account"], request.match_info["call_id"]
     record = await service.unwatch(account, call_id)
@@ -307,7 +317,7 @@ async def _webhook_body(request: web.Request) -> dict[str, Any]:
 
 
 async def add_scope(request: web.Request) -> web.Response:
-    _check_token(request)
+    _check_write_token(request)
     service = _require_ready(request)
     body = await read_json(request)
     if not isinstance(body, dict) or set(body) - {"account", "scope"}:
@@ -324,7 +334,7 @@ async def list_scopes(request: web.Request) -> web.Response:
 
 
 async def delete_scope(request: web.Request) -> web.Response:
-    _check_token(request)
+    _check_write_token(request)
     if not await _require_ready(request).scopes.delete(request.match_info["id"]):
         raise RequestError(f"id: no scope {request.match_info['id'][:64]!r}", 404)
     return web.Response(status=204)

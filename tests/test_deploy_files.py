@@ -6,19 +6,33 @@ what the services look for, ports and service names agree between the
 Dockerfile, compose, Prometheus' scrape config and Grafana's datasource, the
 Prometheus job name is the one the alerts watch, and the dashboard is
 well-formed (variables, units, descriptions, thresholds equal to the alerts').
+The image's and the compose stack's defaults keep the privacy defaults: the
+image's environment is applied to a config that says nothing, and the compose
+exporter's command is run for real (on 0.0.0.0, reached over loopback).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
+import signal
+import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 
+import httpx
 import pytest
 import yaml
+
+from outbound_call_exporter.config import load_config
+from outbound_call_exporter.privacy import Privacy, writes_refused
+
+from conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -505,6 +519,71 @@ def test_ratio_and_duration_units():
             assert unit == "percentunit", panel["title"]
         if "histogram_quantile" in exprs or "time() -" in exprs:
             assert unit == "s", panel["title"]
+
+
+# ----------------------------------------------- privacy and access defaults
+
+
+PRIVACY_ENV = ("OCE_PRIVACY", "OCE_ALLOW_UNAUTHENTICATED_WRITES", "OCE_API_TOKEN")
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The final stage's ENV, as the container's environment."""
+    env = {}
+    for keyword, args in final_stage():
+        if keyword == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(args) if "=" in word)
+    return env
+
+
+def test_the_image_defaults_mask_numbers_and_refuse_open_writes(tmp_path):
+    """The image ships no config: an operator's config that says nothing about privacy or the
+    token, run with the image's environment, masks numbers and refuses unauthenticated writes."""
+    env = dockerfile_env()
+    assert "PATH" in env, "the ENV parser found nothing"
+    assert not [k for k in env if k.startswith(PRIVACY_ENV)]
+    config_file = tmp_path / "config.yml"
+    config_file.write_text("accounts: []\n")
+    config = load_config(config_file, environ=env)
+    assert config.privacy == Privacy(destination="masked", provider_metadata=False)
+    assert config.listen_address.startswith("0.0.0.0:") and writes_refused(config)
+
+
+def test_the_compose_demo_masks_numbers_and_refuses_open_writes(tmp_path):
+    """The compose exporter, run as compose runs it (its command, on 0.0.0.0, only the port and
+    the store moved): the API shows no full number or CRM field, and refuses writes."""
+    svc = service("exporter")
+    environment = svc.get("environment", {})
+    assert not [k for k in environment if str(k).startswith(PRIVACY_ENV)]
+    args = command_args(svc)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args[args.index("--listen") + 1] = f"0.0.0.0:{port}"
+    args[args.index("--store") + 1] = str(tmp_path / "demo.db")
+    proc = subprocess.Popen([sys.executable, "-m", "outbound_call_exporter.cli", *args, "--duration", "60",
+                             "--calls-per-second", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **{str(k): str(v) for k, v in environment.items()}})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5, trust_env=False) as client:
+            def finished_telzino_call():
+                try:
+                    calls = client.get("/api/v1/calls", params={"account": "demo-telzino", "state": "completed"})
+                except httpx.HTTPError:
+                    return None
+                return calls.status_code == 200 and calls.json()["calls"]
+
+            [record, *_] = wait_until(finished_telzino_call, timeout=60, message="a finished demo-telzino call")
+            assert record["extras"]["to_number"] == "+1•••••••34"
+            assert "request_metadata" not in record["extras"]
+            response = client.post("/api/v1/calls", json={"account": "demo-telzino", "call_id": "x"})
+            assert response.status_code == 403 and "set api_token" in response.json()["error"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert b"is not loopback and no api_token is set" in stderr
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("demo.db*"))
+    assert b"8135551234" not in stored and b"crm_id" not in stored
 
 
 # --------------------------------------------------------------------- docs

@@ -8,6 +8,9 @@ refused credentials (401 on every poll), connection errors, provider error bodie
 the key (401, 400, 429, 500), malformed and wrong-shaped bodies that quote it, debug logging, `check-config` on good and bad configs (secrets from YAML, `*_file` and env vars),
 `plugins`, `watch` with a wrong token, and REST API errors built from secret-looking input.
 Grepped: the service log, every CLI output, `/metrics`, every API response, and the store files.
+The same grep looks for personal data under the default `privacy` policy: the digits a masked
+destination hides and the metadata each plugin declares (from each plugin's own fake, as in
+test_privacy.py), so a new plugin or a new output is covered here too.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from outbound_call_exporter.fakes import FakeProvider, Fault, Step
 from outbound_call_exporter.plugins import load_registry
 
 from conftest import wait_until
+from test_privacy import personal_data
 
 MARK = uuid.uuid4().hex[:10]
 API_TOKEN = f"S3CR3T-api-token-{MARK}"
@@ -239,6 +243,10 @@ def test_no_secret_in_any_output(tmp_path):
     leaks = out.leaks(secrets)
     assert not leaks, "secrets leaked:\n" + "\n".join(leaks[:20])
     assert len(out.texts) > 50
+    personal = [hidden for p in personal_data(load_registry()) for hidden in p.forbidden()]
+    assert personal, "no plugin keeps a destination: the personal-data grep checks nothing"
+    leaks = out.leaks(personal + ['"crm_id"', "john.doe@example.com"])
+    assert not leaks, "personal data leaked (default privacy policy):\n" + "\n".join(leaks[:20])
 
 
 def _ready(url: str) -> bool:

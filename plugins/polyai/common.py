@@ -58,6 +58,9 @@ class PolyAIProvider(Provider):
     """Base of the three: the docs' cadence, one credential in one header, regional servers."""
 
     cadence = CADENCE
+    #: no PolyAI status body carries the number dialled or the trigger's metadata
+    destination_extras: ClassVar[frozenset[str]] = frozenset()
+    metadata_extras: ClassVar[frozenset[str]] = frozenset()
     #: the settings field holding the credential, and the header it is sent in
     credential: ClassVar[str]
     auth_header: ClassVar[str]

@@ -64,6 +64,9 @@ class Telzino(Provider):
     Settings = TelzinoSettings
     Params = TelzinoParams
     status_map = STATUS_MAP
+    #: the number dialled, and the trigger's `metadata` echoed back: the `privacy` config decides
+    destination_extras = frozenset({"to_number"})
+    metadata_extras = frozenset({"request_metadata"})
     cadence = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 10.0}
 
     settings: TelzinoSettings

@@ -75,6 +75,8 @@ class Trillet(Provider):
     Settings = TrilletSettings
     Params = TrilletParams
     status_map = STATUS_MAP
+    #: the number dialled (masked by default); `result.metadata` (the CSV's columns) is never kept
+    destination_extras = frozenset({"phone_number"})
     cadence = {State.QUEUED: 10.0, State.DIALING: 5.0, State.IN_PROGRESS: 10.0, State.UNKNOWN: 30.0}
     #: the developer plan's limit: 60 requests per minute (provider-facts.md)
     default_max_requests_per_second = 1.0

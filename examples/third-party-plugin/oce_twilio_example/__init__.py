@@ -28,6 +28,7 @@ class TwilioExample(Provider):
                   "completed": State.COMPLETED, "busy": State.BUSY, "failed": State.FAILED,
                   "no-answer": State.NO_ANSWER, "canceled": State.CANCELLED}
     cadence = {State.QUEUED: 3, State.DIALING: 3, State.IN_PROGRESS: 15, State.UNKNOWN: 10}
+    destination_extras = frozenset({"to"})  # the number dialled: the exporter's `privacy` config applies
 
     def build_request(self, call):
         sid, token = self.settings.account_sid, self.settings.auth_token.get_secret_value()
@@ -41,7 +42,8 @@ class TwilioExample(Provider):
             raise ValueError("status is missing or not a string")
         return CallStatus(state=self.normalize(raw), provider_status=raw,
                           created_at=_rfc2822(body.get("date_created")), ended_at=_rfc2822(body.get("end_time")),
-                          duration_seconds=float(duration) if duration else None)
+                          duration_seconds=float(duration) if duration else None,
+                          extras={"to": body["to"]} if body.get("to") else {})
 
 
 def _rfc2822(value):  # Twilio's timestamps: "Tue, 31 Aug 2010 20:36:28 +0000"
