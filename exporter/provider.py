@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, ClassVar, Mapping
 from urllib.parse import quote
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from .errors import PollError
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, FailureReason, ListedCall, State
@@ -33,7 +33,8 @@ def _not_dot_segment(value: str) -> str:
     return value
 
 
-PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment)]
+PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment),
+                        Field(json_schema_extra={"not": {"enum": [".", ".."]}})]
 
 
 def _header_safe(value: SecretStr) -> SecretStr:
