@@ -12,7 +12,6 @@ polled again after restart, so no outcome is lost or recorded twice.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import sqlite3
