@@ -48,7 +48,7 @@ class Transition(Body):
 
 
 class CallRecord(Body):
-    """A watched call and its outcome (design.md's record: every field always present)."""
+    """A watched call and its outcome (docs/design.md's record: every field always present)."""
 
     account: str
     provider: str

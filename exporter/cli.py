@@ -1,4 +1,4 @@
-"""Command line: run, demo, watch, plugins, check-config (design.md, "CLI")."""
+"""Command line: run, demo, watch, plugins, check-config (docs/design.md, "CLI")."""
 
 from __future__ import annotations
 

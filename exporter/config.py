@@ -64,7 +64,7 @@ class AccountConfig(BaseModel):
 
 
 class Config(BaseSettings):
-    """The whole service configuration (design.md, "Config" and "Limits")."""
+    """The whole service configuration (docs/design.md, "Config" and "Limits")."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
