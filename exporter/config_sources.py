@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, get_origin
 
 import yaml
 from pydantic_settings import BaseSettings, EnvSettingsSource, YamlConfigSettingsSource
@@ -90,8 +90,10 @@ class Environment(EnvSettingsSource):
             if value is not None:
                 data[name + SECRET_SUFFIX] = value
         for name, value in list(data.items()):
-            if isinstance(value, dict) and isinstance(self.file_data.get(name), list):
-                data[name] = self._merge_items(name, self.file_data[name], value)
+            field = self.settings_cls.model_fields.get(name)
+            if isinstance(value, dict) and field is not None and get_origin(field.annotation) is list:
+                items = self.file_data.get(name)
+                data[name] = self._merge_items(name, items if isinstance(items, list) else [], value)
         data = resolve_secret_files(data, self.context)
         self.context.data = {**self.file_data, **data}
         return data
