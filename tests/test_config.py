@@ -185,7 +185,7 @@ def test_check_config_cli(files, tmp_path):
     bad.write_text("accounts:\n  - name: a\n    provider: telzino\n    settings: {token: super-secret-value, agent_id: 42}\n")
     result = _cli("check-config", "--config", str(bad))
     assert result.returncode != 0
-    assert "accounts[0] (a).settings" in result.stderr
+    assert result.stderr.splitlines() == [f"error: {bad}: accounts[0] (a).settings.agent_id: Input should be a valid string"]
     assert "super-secret-value" not in result.stderr + result.stdout
     missing = _cli("check-config", "--config", str(tmp_path / "missing.yml"))
     assert missing.returncode != 0 and "cannot read" in missing.stderr
