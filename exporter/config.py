@@ -21,7 +21,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .config_errors import config_error, field_path, format_validation_error, reason, validation_error
 from .config_sources import Environment, LoadContext, YamlFile
-from .errors import ConfigError
 from .model import State
 from .plugins import Registry
 from .provider import CallParams, Provider, ProviderSettings
@@ -170,7 +169,7 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] 
         raise validation_error(context.where, exc, context.data, context.renames, known=_KNOWN_KEYS) from None
     finally:
         _LOADING.reset(token)
-    config._load = context
+    config._load = LoadContext(where=context.where, renames=context.renames)  # not the raw data: it holds secrets
     if not config.accounts:
         raise config_error(context.where, "accounts", "no account configured; add at least one under accounts: "
                            "with name, provider and settings (outbound-call-exporter plugins lists the providers)")
@@ -204,7 +203,8 @@ def _resolve_account(config: Config, i: int, acc: AccountConfig, registry: Regis
         try:
             validate_scope(cls, scope)
         except ScopeInvalid as exc:
-            raise config_error(load.where, ".".join(filter(None, (f"{label}.watch[{j}]", exc.key))), exc.reason) from None
+            where = f"{label}.watch[{j}]" + (f".{exc.key}" if exc.key else "")
+            raise config_error(load.where, where, exc.reason) from None
     if acc.max_requests_per_second is None:
         acc = acc.model_copy(update={"max_requests_per_second": cls.default_max_requests_per_second})
     cadence = dict(cls.cadence)

@@ -146,7 +146,8 @@ def test_poll_intervals_are_checked_per_state(files):
     with pytest.raises(ConfigError) as info:
         load_config(files, environ={})
     assert str(info.value).splitlines() == [
-        f"{files}: accounts[0] (telzino-main).poll_interval_seconds.queued: Input should be greater than or equal to 0.1",
+        f"{files}: accounts[0] (telzino-main).poll_interval_seconds.queued: Input should be greater than or "
+        "equal to 0.1",
         f"{files}: accounts[0] (telzino-main).poll_interval_seconds.ringing: Input should be 'queued', 'dialing', "
         "'in_progress' or 'unknown'"]
 
@@ -185,7 +186,8 @@ def test_check_config_cli(files, tmp_path):
     bad.write_text("accounts:\n  - name: a\n    provider: telzino\n    settings: {token: super-secret-value, agent_id: 42}\n")
     result = _cli("check-config", "--config", str(bad))
     assert result.returncode != 0
-    assert result.stderr.splitlines() == [f"error: {bad}: accounts[0] (a).settings.agent_id: Input should be a valid string"]
+    assert result.stderr.splitlines() == [
+        f"error: {bad}: accounts[0] (a).settings.agent_id: Input should be a valid string"]
     assert "super-secret-value" not in result.stderr + result.stdout
     missing = _cli("check-config", "--config", str(tmp_path / "missing.yml"))
     assert missing.returncode != 0 and "cannot read" in missing.stderr
