@@ -1,4 +1,4 @@
-"""Command line: run, demo, watch, plugins, check-config (design.md, "CLI"), and prune."""
+"""Command line: run, demo, watch, plugins, check-config (docs/design.md, "CLI"), and prune."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ExporterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # a config error has one line per problem
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

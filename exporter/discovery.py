@@ -43,7 +43,7 @@ OVERLAP_SECONDS = 60.0
 
 @dataclass
 class Scope:
-    """A stored watch scope (design.md, "Scopes and webhooks")."""
+    """A stored watch scope (docs/design.md, "Scopes and webhooks")."""
 
     id: str
     account: str

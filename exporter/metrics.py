@@ -1,4 +1,4 @@
-"""Prometheus metrics (design.md, "Metrics").
+"""Prometheus metrics (docs/design.md, "Metrics").
 
 Counters and histograms are ordinary prometheus-client metrics, with every label set
 pre-created when an account is added and the children bound once, so the poll loop never looks

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 
 class State(str, enum.Enum):
-    """Normalized call state (design.md, "Normalized call state")."""
+    """Normalized call state (docs/design.md, "Normalized call state")."""
 
     QUEUED = "queued"
     DIALING = "dialing"

@@ -16,12 +16,12 @@ from typing import Annotated, Any, Callable, ClassVar, Mapping
 from urllib.parse import quote
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from .errors import PollError
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, FailureReason, ListedCall, State
 
-#: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (design.md, Limits).
+#: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (docs/design.md, Limits).
 PATH_SEGMENT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
@@ -33,7 +33,8 @@ def _not_dot_segment(value: str) -> str:
     return value
 
 
-PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment)]
+PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment),
+                        Field(json_schema_extra={"not": {"enum": [".", ".."]}})]
 
 
 def _header_safe(value: SecretStr) -> SecretStr:

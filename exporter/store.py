@@ -12,7 +12,6 @@ polled again after restart, so no outcome is lost or recorded twice.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import sqlite3
@@ -546,18 +545,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def encode_cursor(seq: int | None) -> str | None:
-    return None if seq is None else base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """Raises ValueError for anything that is not one of our cursors."""
-    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    if not raw.startswith("s") or not raw[1:].isdigit():
-        raise ValueError("not a cursor")
-    return int(raw[1:])
 
 
 def _chunks(items: list[T], n: int) -> Iterator[list[T]]:

@@ -20,11 +20,12 @@ from aiohttp.abc import AbstractAccessLogger
 from prometheus_client.exposition import choose_encoder
 
 from . import landing, openapi
+from .api_models import ErrorBody, Registration, ScopeBody, decode_cursor, encode_cursor, parse_body
 from .errors import RequestError, WebhookSignatureError
 from .model import State
 from .privacy import writes_refused, writes_refused_message
 from .service import Service
-from .store import StoreError, decode_cursor, encode_cursor
+from .store import StoreError
 from .webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,13 @@ MAX_JSON_DEPTH = 32
 MAX_LIST_LIMIT = 1000
 MAX_FORM_FIELDS = 200
 SERVICE_KEY = web.AppKey("service", Service)
+OPENAPI_KEY = web.AppKey("openapi", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return web.json_response(ErrorBody(error=message).model_dump(), status=status)
 
 
 @web.middleware
@@ -77,6 +79,7 @@ def create_app(service: Service, web_config: WebConfig | None = None) -> web.App
         middlewares.insert(0, BasicAuth(web_config.basic_auth_users).middleware())
     app = web.Application(client_max_size=service.config.max_request_bytes, middlewares=middlewares)
     app[SERVICE_KEY] = service
+    app[OPENAPI_KEY] = openapi.document(service.accounts, service.config.max_batch)
     app.add_routes([
         web.get("/", index),
         web.get("/metrics", metrics),
@@ -103,7 +106,7 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(openapi.SPEC)
+    return web.json_response(request.app[OPENAPI_KEY])
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -220,13 +223,14 @@ async def register_calls(request: web.Request) -> web.Response:
             raise RequestError("body: an empty batch registers nothing", 400)
         if len(body) > service.config.max_batch:
             raise RequestError(f"batch of {len(body)} is over max_batch ({service.config.max_batch})", 413)
-        results = await service.register(body)
+        items = [parse_body(Registration, item, f"[{i}] " if len(body) > 1 else "") for i, item in enumerate(body)]
+        results = await service.register([item.model_dump() for item in items])
         created = sum(1 for _, new in results if new)
         return web.json_response({"calls": [record for record, _ in results], "created": created,
                                   "existing": len(results) - created}, status=201 if created else 200)
     if not isinstance(body, dict):
         raise RequestError("body must be a JSON object (or an array of objects for a batch)", 400)
-    [(record, created)] = await service.register([body])
+    [(record, created)] = await service.register([parse_body(Registration, body).model_dump()])
     return web.json_response(record, status=201 if created else 200)
 
 
@@ -319,12 +323,8 @@ async def _webhook_body(request: web.Request) -> dict[str, Any]:
 async def add_scope(request: web.Request) -> web.Response:
     _check_write_token(request)
     service = _require_ready(request)
-    body = await read_json(request)
-    if not isinstance(body, dict) or set(body) - {"account", "scope"}:
-        raise RequestError("body must be {\"account\": ..., \"scope\": {...}}", 400)
-    if not isinstance(body.get("account"), str):
-        raise RequestError("account: required, a string")
-    scope = await service.scopes.add(body["account"], body.get("scope"))
+    body = parse_body(ScopeBody, await read_json(request))
+    scope = await service.scopes.add(body.account, body.scope)
     return web.json_response(scope.record(), status=201)
 
 

@@ -46,7 +46,7 @@ DASHBOARD = REPO / "grafana" / "dashboards" / "outbound-calls.json"
 PROVISIONING = REPO / "grafana" / "provisioning"
 DOCS = REPO / "README.md"
 
-DEFAULT_PORT = 9877  # design.md: listen_address "0.0.0.0:9877"
+DEFAULT_PORT = 9877  # docs/design.md: listen_address "0.0.0.0:9877"
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 

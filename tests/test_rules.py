@@ -27,7 +27,7 @@ DOCS = REPO / "README.md"
 SEVERITIES = {"critical", "warning", "info"}
 NON_TERMINAL = ("queued", "dialing", "in_progress", "unknown")
 
-# Metric names of the public contract (design.md) plus the histograms the
+# Metric names of the public contract (docs/design.md) plus the histograms the
 # exporter adds for providers that report them. A rule naming anything else is
 # a typo.
 COUNTERS_AND_GAUGES = {

@@ -1,6 +1,6 @@
 """PolyAI Agents API v1: `GET /v1/agents/{agentId}/telephony/outbound-calls/{callSid}/status`.
 
-Source: ../shared/provider-docs/polyai-agents-api-v1.openapi.md. Header `X-API-KEY`; query
+Source: docs/providers/reference/polyai-agents-api-v1.openapi.md. Header `X-API-KEY`; query
 `environment` (required: sandbox, pre-release or live, the one the call was triggered in);
 servers `https://api.{us,eu,uk,studio}.poly.ai`, picked by the `region` setting unless the
 account sets `base_url`. Body `{"callSid", "status", "reason"}`, no timestamps.

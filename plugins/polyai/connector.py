@@ -1,6 +1,6 @@
 """PolyAI connector API: `GET /api/v1/{account_id}/{project_id}/outbound-call/status/{call_sid}`.
 
-Source: ../shared/provider-docs/polyai-connector-outbound-call.md. Header `X-CONNECTOR-ID`
+Source: docs/providers/reference/polyai-connector-outbound-call.md. Header `X-CONNECTOR-ID`
 (the secret). The doc names no regional host: the default base URL is its example's
 `https://api.us-1.platform.polyai.app`; other regions set the account's `base_url`.
 

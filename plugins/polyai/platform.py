@@ -1,6 +1,6 @@
 """PolyAI platform outbound calling: `GET /v1/outbound-calling/{call_sid}/status`.
 
-Source: ../shared/provider-docs/polyai-platform-outbound-calling.md. Header
+Source: docs/providers/reference/polyai-platform-outbound-calling.md. Header
 `X-PolyAi-Auth-Token`; base `https://api.{us-1,uk-1,euw-1}.platform.polyai.app` from the
 `region` setting unless the account sets `base_url`. Body `{"status", "reason"}`.
 

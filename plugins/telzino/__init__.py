@@ -1,6 +1,6 @@
 """Telzino outbound calls: `GET /v1/agents/{agentId}/outbound-calls/{callId}`, Bearer token.
 
-Status mapping (every documented value; see ../shared/provider-docs/telzino-outbound-calls.md):
+Status mapping (every documented value; see docs/providers/reference/telzino-outbound-calls.md):
 
 | Telzino raw | normalized |
 |---|---|

@@ -3,7 +3,7 @@
 One job of a batch is one outbound call; its id is the `jobId` (our `call_id`) and the batch id
 is a per-call param (`batch_id`, defaulting to the account's `settings.batch_id`).
 
-Status mapping (every documented value; see ../shared/provider-docs/trillet-batch-calls.md):
+Status mapping (every documented value; see docs/providers/reference/trillet-batch-calls.md):
 
 | Trillet raw | normalized |
 |---|---|
@@ -78,7 +78,7 @@ class Trillet(Provider):
     #: the number dialled (masked by default); `result.metadata` (the CSV's columns) is never kept
     destination_extras = frozenset({"phone_number"})
     cadence = {State.QUEUED: 10.0, State.DIALING: 5.0, State.IN_PROGRESS: 10.0, State.UNKNOWN: 30.0}
-    #: the developer plan's limit: 60 requests per minute (provider-facts.md)
+    #: the developer plan's limit: 60 requests per minute (docs/providers/reference/provider-facts.md)
     default_max_requests_per_second = 1.0
 
     settings: TrilletSettings

@@ -4,14 +4,14 @@ import base64
 from email.utils import parsedate_to_datetime
 
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from outbound_call_exporter import CallParams, CallStatus, Provider, ProviderSettings, State, hookimpl
+from outbound_call_exporter import CallParams, CallStatus, HeaderSecret, Provider, ProviderSettings, State, hookimpl
 
 
 class TwilioSettings(ProviderSettings):
     account_sid: str = Field(pattern=r"^AC[0-9a-f]{32}$")
-    auth_token: SecretStr
+    auth_token: HeaderSecret  # a secret sent in a header: never logged, stored or returned
 
 
 class TwilioParams(CallParams):
