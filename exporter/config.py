@@ -87,7 +87,7 @@ class Config(BaseSettings):
     #: batch scopes watched at once (each adds a `batch` label value to outbound_call_batch_jobs)
     max_watched_batches: int = Field(100, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    #: what call records keep of personal data (design.md, "Privacy and access by default")
+    #: what call records keep of personal data (docs/design.md, "Privacy and access by default")
     privacy: Privacy = Field(default_factory=Privacy)
     #: accept POST/DELETE without api_token on a non-loopback listen_address (warned at start-up)
     allow_unauthenticated_writes: bool = False

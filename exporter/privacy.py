@@ -1,4 +1,4 @@
-"""Privacy and access by default (design.md, "Privacy and access by default").
+"""Privacy and access by default (docs/design.md, "Privacy and access by default").
 
 Call records carry personal data: the number dialled, and whatever CRM fields a team passed to
 the provider when it triggered the call. Plugins declare which of their `extras` hold those

@@ -147,7 +147,7 @@ def _check_token(request: web.Request) -> None:
 
 def _check_write_token(request: web.Request) -> None:
     """Writes (POST/DELETE): the api_token when set; without one, 403 on a non-loopback listener
-    unless allow_unauthenticated_writes (design.md, "Privacy and access by default")."""
+    unless allow_unauthenticated_writes (docs/design.md, "Privacy and access by default")."""
     config = request.app[SERVICE_KEY].config
     if writes_refused(config):
         raise RequestError(writes_refused_message(config), 403)

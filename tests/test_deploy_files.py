@@ -543,7 +543,7 @@ def test_the_image_defaults_mask_numbers_and_refuse_open_writes(tmp_path):
     assert "PATH" in env, "the ENV parser found nothing"
     assert not [k for k in env if k.startswith(PRIVACY_ENV)]
     config_file = tmp_path / "config.yml"
-    config_file.write_text("accounts: []\n")
+    config_file.write_text("accounts: [{name: tz, provider: telzino, settings: {token: tz-token}}]\n")
     config = load_config(config_file, environ=env)
     assert config.privacy == Privacy(destination="masked", provider_metadata=False)
     assert config.listen_address.startswith("0.0.0.0:") and writes_refused(config)

@@ -1,4 +1,4 @@
-"""Privacy and access by default (design.md, "Privacy and access by default").
+"""Privacy and access by default (docs/design.md, "Privacy and access by default").
 
 Every installed plugin's destination and metadata fields, found from its own declarations and
 its own fake (so a new plugin is covered without touching this file), under each policy,
@@ -369,9 +369,13 @@ def test_loopback_listener_is_unaffected(registry, tmp_path):
             assert svc.client.post("/api/v1/calls", json=body).status_code == 201
 
 
+#: a config needs an account (run, check-config and prune read the same file)
+ACCOUNT = {"name": "tz", "provider": "telzino", "settings": {"token": "tz-token"}}
+
+
 def check_config(tmp_path: Path, **doc: Any) -> subprocess.CompletedProcess:
     path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.yml"
-    path.write_text(yaml.safe_dump({"store_path": str(tmp_path / "c.db"), **doc}))
+    path.write_text(yaml.safe_dump({"store_path": str(tmp_path / "c.db"), "accounts": [ACCOUNT], **doc}))
     return subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "check-config", "--config", str(path)],
                           capture_output=True, text=True, timeout=60)
 
@@ -415,7 +419,7 @@ def test_prune_deletes_old_unwatched_records_from_the_files(tmp_path):
     asyncio.run(fill())
     assert old_number.encode() in b"".join(f.read_bytes() for f in tmp_path.glob("calls.db*"))
     config = tmp_path / "config.yml"
-    config.write_text(yaml.safe_dump({"store_path": str(tmp_path / "calls.db")}))
+    config.write_text(yaml.safe_dump({"store_path": str(tmp_path / "calls.db"), "accounts": [ACCOUNT]}))
     cli = [sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config", str(config)]
     result = subprocess.run([*cli, "--older-than-days", "30"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -429,7 +433,7 @@ def test_prune_deletes_old_unwatched_records_from_the_files(tmp_path):
         refused = subprocess.run([*cli, "--older-than-days", bad], capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0 and "older-than-days" in refused.stderr
     missing = tmp_path / "missing.yml"
-    missing.write_text(yaml.safe_dump({"store_path": str(tmp_path / "nope.db")}))
+    missing.write_text(yaml.safe_dump({"store_path": str(tmp_path / "nope.db"), "accounts": [ACCOUNT]}))
     refused = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config", str(missing),
                               "--older-than-days", "1"], capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "no store at" in refused.stderr and not (tmp_path / "nope.db").exists()
@@ -448,7 +452,7 @@ def test_prune_while_the_service_runs(registry, tmp_path):
             for call in calls:
                 wait_until(lambda: not svc.call("tz", call.call_id)["watching"], message="call finished")
             path = tmp_path / "prune.yml"
-            path.write_text(yaml.safe_dump({"store_path": str(config.store_path)}))
+            path.write_text(yaml.safe_dump({"store_path": str(config.store_path), "accounts": [ACCOUNT]}))
             result = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config",
                                      str(path), "--older-than-days", "1e-9"],  # finished before now
                                     capture_output=True, text=True, timeout=60)
