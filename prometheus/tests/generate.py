@@ -74,7 +74,8 @@ class Account:
 
 @dataclass
 class Check:
-    """`alert` (name, severity) firing at minute `at`, or (alert None) nothing in [since, at]."""
+    """`alert` (name, severity) firing at minute `at`, `since` being when the incident began;
+    or (alert None) no alert at all, pending or firing, in [since, at]."""
 
     at: float
     alert: tuple[str, str] | None = None
@@ -238,7 +239,7 @@ def quiet(minutes: float) -> list[Check]:
 
 
 def incident(at: float, deadline: float, alert: tuple[str, str]) -> list[Check]:
-    return [Check(at=at - STEP / 60), Check(at=at + deadline, alert=alert)]
+    return [Check(at=at - STEP / 60), Check(at=at + deadline, alert=alert, since=at)]
 
 
 CRITICAL = ("OutboundCallTechnicalFailuresHigh", "critical")
