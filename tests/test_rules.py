@@ -60,7 +60,7 @@ KNOWN_METRICS = (
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
 def load_rules(path: Path) -> list[dict]:
