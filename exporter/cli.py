@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls-per-second", type=float, default=2.0, help="new calls per second (default %(default)s)")
     p.add_argument("--max-calls", type=int, metavar="N", help="stop creating calls after N (default: no limit)")
     p.add_argument("--failure-spike-at", type=float, metavar="SECONDS",
-                   help="from this many seconds after start, most calls fail (to see alerts fire)")
+                   help="from this many seconds after start, ~35%% of calls fail (to see alerts fire)")
+    p.add_argument("--answer-drop-at", type=float, metavar="SECONDS",
+                   help="from this many seconds after start, almost no call is answered")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)
 
@@ -122,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--listen: {exc}") from None
     asyncio.run(run_demo(_registry(), args.listen, Path(args.store), args.duration, args.calls_per_second,
-                         args.failure_spike_at, args.max_calls))
+                         args.failure_spike_at, args.max_calls, answer_drop_at=args.answer_drop_at))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Each fake runs in this process on 127.0.0.1; one account per fake points at it; a generator
 creates calls at the fake (with a realistic outcome mix) and registers them with the service
-through the same path as the REST API. `failure_spike_at` switches the mix to mostly failures.
+through the same path as the REST API. The normal mix is a normal campaign (most calls not
+answered); `failure_spike_at` switches it to ~35 % technical failures, `answer_drop_at` to a
+collapsed answer rate (whichever began last applies).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .config import Config
 from .errors import RequestError
-from .fakes import DEFAULT_MIX, SPIKE_MIX, FakeProvider
+from .model import State
+from .fakes import ANSWER_DROP_MIX, DEFAULT_MIX, SPIKE_MIX, FakeProvider
 from .plugins import Registry
 from .server import serve
 from .service import Service
@@ -37,7 +40,8 @@ def demo_config(fakes: dict[str, FakeProvider], listen: str, store: Path) -> Con
 
 
 async def run_demo(registry: Registry, listen: str, store: Path, duration: float | None,
-                   calls_per_second: float, failure_spike_at: float | None, max_calls: int | None = None) -> None:
+                   calls_per_second: float, failure_spike_at: float | None, max_calls: int | None = None,
+                   answer_drop_at: float | None = None) -> None:
     fakes: dict[str, FakeProvider] = {}
     for name, fake_cls in sorted(registry.fakes.items()):
         if name in registry.providers:
@@ -52,7 +56,9 @@ async def run_demo(registry: Registry, listen: str, store: Path, duration: float
     async def traffic(url: str) -> None:
         print(f"demo: {len(fakes)} fake provider(s) ({', '.join(fakes)}) on 127.0.0.1; "
               f"metrics at {url}/metrics, calls at {url}/api/v1/calls", flush=True)
-        asyncio.create_task(_generate(service, fakes, calls_per_second, started, failure_spike_at, stop, max_calls))
+        mixes = {at: mix for at, mix in ((failure_spike_at, SPIKE_MIX), (answer_drop_at, ANSWER_DROP_MIX))
+                 if at is not None}
+        asyncio.create_task(_generate(service, fakes, calls_per_second, started, mixes, stop, max_calls))
         if duration is not None:
             asyncio.get_running_loop().call_later(duration, stop.set)
 
@@ -64,16 +70,20 @@ async def run_demo(registry: Registry, listen: str, store: Path, duration: float
 
 
 async def _generate(service: Service, fakes: dict[str, FakeProvider], rate: float, started: float,
-                    spike_at: float | None, stop: asyncio.Event, max_calls: int | None) -> None:
-    """Create calls at the fakes and register them, `rate` per second in all (Poisson arrivals)."""
+                    mixes: dict[float, Mapping[State, float]], stop: asyncio.Event, max_calls: int | None) -> None:
+    """Create calls at the fakes and register them, `rate` per second in all (Poisson arrivals).
+
+    `mixes`: seconds after start -> the outcome mix from then on (DEFAULT_MIX before any).
+    """
     rng = random.Random()
     names = list(fakes)
     count = 0
     while not stop.is_set() and (max_calls is None or count < max_calls):
         count += 1
-        spiking = spike_at is not None and time.monotonic() - started >= spike_at
+        elapsed = time.monotonic() - started
+        mix = max(((at, m) for at, m in mixes.items() if at <= elapsed), default=(0.0, DEFAULT_MIX))[1]
         name = rng.choice(names)
-        call = fakes[name].demo_call(SPIKE_MIX if spiking else DEFAULT_MIX)
+        call = fakes[name].demo_call(mix)
         body: dict[str, Any] = {"account": f"demo-{name}", "call_id": call.call_id, "params": call.params}
         try:
             await service.register([body])

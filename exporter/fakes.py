@@ -28,14 +28,32 @@ from aiohttp import web
 
 from .model import State
 
-#: the outcomes a demo or test lifecycle can end in, with a realistic default mix
+#: the outcomes a demo or test lifecycle can end in: a normal outbound campaign, where most calls
+#: are not answered (design.md, "What counts as failure"): 40 % answered, 45 % no answer, 10 % busy,
+#: 5 % failed (cancelled calls, someone's choice, count nowhere)
 DEFAULT_MIX: Mapping[State, float] = {
-    State.COMPLETED: 0.70, State.NO_ANSWER: 0.12, State.BUSY: 0.08, State.FAILED: 0.07, State.CANCELLED: 0.03,
+    State.COMPLETED: 0.39, State.NO_ANSWER: 0.44, State.BUSY: 0.10, State.FAILED: 0.05, State.CANCELLED: 0.02,
 }
-#: ~90 % failures: enough for the critical failure-ratio alert (> 80 %) to fire in the demo
+#: about 35 % technical failures: the critical OutboundCallTechnicalFailuresHigh alert fires in the demo
 SPIKE_MIX: Mapping[State, float] = {
-    State.COMPLETED: 0.10, State.NO_ANSWER: 0.20, State.BUSY: 0.15, State.FAILED: 0.55,
+    State.COMPLETED: 0.26, State.NO_ANSWER: 0.30, State.BUSY: 0.07, State.FAILED: 0.35, State.CANCELLED: 0.02,
 }
+#: the answer rate collapses (caller id flagged as spam, a blocked trunk); calls keep finishing
+ANSWER_DROP_MIX: Mapping[State, float] = {
+    State.COMPLETED: 0.04, State.NO_ANSWER: 0.77, State.BUSY: 0.12, State.FAILED: 0.05, State.CANCELLED: 0.02,
+}
+
+
+def reportable_mix(mix: Mapping[State, float], raw_status: Mapping[State, str]) -> dict[State, float]:
+    """`mix` restricted to the outcomes a provider can report, its failure share kept.
+
+    An API that only says success or failure (PolyAI agents, platform) cannot show a busy or
+    unanswered call: the demo counts those shares as answered rather than inflating `failed`.
+    """
+    out = {s: w for s, w in mix.items() if s in raw_status}
+    if State.COMPLETED in out:
+        out[State.COMPLETED] += sum(w for s, w in mix.items() if s not in raw_status)
+    return out
 
 
 @dataclass
@@ -214,8 +232,8 @@ class FakeProvider:
 
     def demo_call(self, mix: Mapping[State, float] = DEFAULT_MIX) -> FakeCall:
         """A new call whose outcome is drawn from `mix` (only outcomes this provider can show)."""
-        outcomes = [s for s in mix if s in self.raw_status]
-        outcome = self.rng.choices(outcomes, [mix[s] for s in outcomes])[0]
+        weights = reportable_mix(mix, self.raw_status)
+        outcome = self.rng.choices(list(weights), list(weights.values()))[0]
         return self.add_call(outcome=outcome)
 
     def inject(self, fault: Fault, times: int | None = 1) -> None:

@@ -456,7 +456,11 @@ def test_dashboard_uses_only_recorded_series_that_exist():
         "outbound_calls{",
         "outbound_calls_finished_total",
         "outbound_calls_registered_total",
-        "provider_account:outbound_call_failure_ratio:rate5m",
+        "provider_account:outbound_call_technical_failure_ratio:ratio_rate5m",
+        "provider_account:outbound_call_technical_failure_ratio:baseline1d",
+        "provider_account:outbound_call_answer_rate:ratio_rate5m",
+        "provider_account:outbound_call_answer_rate:baseline1d",
+        "provider_account:outbound_calls_not_reached:rate5m",
         "outbound_call_time_to_terminal_seconds:histogram_quantile",
         "outbound_call_time_to_terminal_seconds_bucket",
         "outbound_call_time_to_answer_seconds:histogram_quantile",
@@ -482,15 +486,40 @@ def test_time_to_terminal_has_a_heatmap_and_p50_p90_p99():
     assert {re.search(r'quantile="([\d.]+)"', t["expr"])[1] for t in quantiles["targets"]} == {"0.5", "0.9", "0.99"}
 
 
-def test_failure_ratio_panels_show_the_alert_thresholds():
-    alert = alert_thresholds("OutboundCallFailureRatioHigh", "provider_account:outbound_call_failure_ratio:rate5m")
-    assert len(alert) == 2
-    shown = panels_with_expr("outbound_calls_failed:rate5m") + panels_with_expr("outbound_call_failure_ratio:rate5m")
-    assert shown
-    for panel in shown:
-        assert panel_thresholds(panel) == alert, panel["title"]
-    series = [p for p in shown if p["type"] == "timeseries"]
-    assert series and all(p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off" for p in series)
+def _page_factor() -> str:
+    """The `0.8` of `1 - 0.8 * (1 - reference)` in the critical technical failure alert."""
+    (rule,) = [r for r in alert_rules()
+               if r["alert"] == "OutboundCallTechnicalFailuresHigh" and r["labels"]["severity"] == "critical"]
+    return re.search(r"ratio_rate1m\s*>\s*on \(provider, account\)\s*\(1 - ([\d.]+) \* \(1 - \S+:reference\)\)",
+                     rule["expr"])[1]
+
+
+def _norm() -> float:
+    doc = yaml.safe_load(RULES.read_text())
+    (rule,) = [r for g in doc["groups"] for r in g["rules"]
+               if r.get("record") == "provider_account:outbound_call_technical_failure_ratio:reference"]
+    return float(re.search(r"clamp_min\([^,]+,\s*([\d.]+)\)", rule["expr"])[1])
+
+
+def test_technical_failure_panels_show_baseline_and_page_threshold():
+    """Each account's ratio is drawn beside its baseline and the threshold the page uses."""
+    (series,) = [p for p in panels_with_expr("technical_failure_ratio:ratio_rate5m") if p["type"] == "timeseries"]
+    exprs = [t["expr"] for t in series["targets"]]
+    assert any("technical_failure_ratio:baseline1d" in e for e in exprs)
+    assert any(e.startswith(f"1 - {_page_factor()} * (1 - provider_account:outbound_call_technical_failure_ratio:reference")
+               for e in exprs), exprs
+    (stat,) = [p for p in panels_with_expr("outbound_calls_technical_failures:rate5m") if p["type"] == "stat"]
+    norm = _norm()
+    assert panel_thresholds(stat) == {norm, round(1 - float(_page_factor()) * (1 - norm), 6)}
+
+
+def test_answer_rate_panel_shows_baseline_and_warning_level():
+    (rule,) = [r for r in alert_rules() if r["alert"] == "OutboundCallAnswerRateLow"]
+    factor = re.search(r"ratio_rate5m\s*<\s*on \(provider, account\)\s*([\d.]+) \* \S+:baseline1d", rule["expr"])[1]
+    (series,) = [p for p in panels_with_expr("answer_rate:ratio_rate5m") if p["type"] == "timeseries"]
+    exprs = [t["expr"] for t in series["targets"]]
+    assert any(e.startswith("provider_account:outbound_call_answer_rate:baseline1d") for e in exprs)
+    assert any(e.startswith(f"{factor} * provider_account:outbound_call_answer_rate:baseline1d") for e in exprs)
 
 
 def test_polling_error_ratio_panels_show_the_alert_threshold():
