@@ -29,7 +29,7 @@ from aiohttp import web
 from .model import State
 
 #: the outcomes a demo or test lifecycle can end in: a normal outbound campaign, where most calls
-#: are not answered (design.md, "What counts as failure"): 40 % answered, 45 % no answer, 10 % busy,
+#: are not answered (docs/design.md, "What counts as failure"): 40 % answered, 45 % no answer, 10 % busy,
 #: 5 % failed (cancelled calls, someone's choice, count nowhere)
 DEFAULT_MIX: Mapping[State, float] = {
     State.COMPLETED: 0.39, State.NO_ANSWER: 0.44, State.BUSY: 0.10, State.FAILED: 0.05, State.CANCELLED: 0.02,

@@ -154,7 +154,7 @@ def test_outcome_alerts_require_minimum_volume():
 
 
 def test_busy_and_no_answer_are_never_technical_failures():
-    """design.md, "What counts as failure": not reached is a business signal, not a failure."""
+    """docs/design.md, "What counts as failure": not reached is a business signal, not a failure."""
     for rule in recording_rules():
         expr = rule["expr"]
         if "technical_failure" in rule["record"] or "technical_failures" in rule["record"]:
