@@ -18,7 +18,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/outbound-call-exporter
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter/ exporter/
 COPY plugins/ plugins/
 RUN /opt/outbound-call-exporter/bin/pip install . \
