@@ -1,4 +1,4 @@
-"""Command line: run, demo, watch, plugins, check-config (design.md, "CLI")."""
+"""Command line: run, demo, watch, plugins, check-config, healthcheck (design.md, "CLI")."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import csv
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ import httpx
 from ._version import __version__
 from .config import load_config, resolve_accounts, split_address
 from .errors import ConfigError, ExporterError
+from .logs import FORMATS, LEVELS
+from .logs import setup as setup_log_handler
 from .plugins import Registry, describe_model, load_registry
 
 DEFAULT_API_URL = "http://127.0.0.1:9877"
@@ -45,17 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="TLS and basic auth for every endpoint (Prometheus exporter-toolkit format)")
+    _log_flags(p, None)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run against built-in fake providers with synthetic traffic")
     p.add_argument("--listen", default="127.0.0.1:9877", help="HOST:PORT to serve on (default %(default)s)")
-    p.add_argument("--store", default="./data/demo.db", help="SQLite store path (default %(default)s)")
+    p.add_argument("--store", default=None,
+                   help="SQLite store path, kept across runs (default: a fresh temporary store per run)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--calls-per-second", type=float, default=2.0, help="new calls per second (default %(default)s)")
     p.add_argument("--max-calls", type=int, metavar="N", help="stop creating calls after N (default: no limit)")
     p.add_argument("--failure-spike-at", type=float, metavar="SECONDS",
                    help="from this many seconds after start, most calls fail (to see alerts fire)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _log_flags(p, "info")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("watch", help="register calls with a running service")
@@ -78,12 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file; exit 0 or print the error")
     p.add_argument("--config", required=True, help="YAML config file")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("healthcheck", help="exit 0 if the service at the config's listen_address is healthy, else 1")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="YAML config file of the service (its listen_address)")
+    where.add_argument("--listen", metavar="HOST:PORT", help="the address the service listens on (e.g. a demo's --listen)")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                   help="the service's web config (https, client certificate, basic auth)")
+    p.add_argument("--timeout", type=float, default=4.0, help="seconds (default %(default)s)")
+    p.set_defaults(func=cmd_healthcheck)
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request URL at INFO
+def _log_flags(p: argparse.ArgumentParser, level: str | None) -> None:
+    """`--log.level` and `--log.format`, named as in Prometheus' own tools."""
+    p.add_argument("--log.level", "--log-level", dest="log_level", default=level, choices=LEVELS,
+                   help="lowest level logged (default: " + (level or "the config's log_level, info") + ")")
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
+                   help="logfmt (default) or json lines, for log pipelines")
+
+
+def setup_logging(level: str, fmt: str = "logfmt") -> None:
+    setup_log_handler(level, fmt)
 
 
 # -- run / demo / check-config ------------------------------------------------------------------
@@ -97,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None
-    setup_logging(config.log_level)
+    setup_logging(args.log_level or config.log_level, args.log_format)
     service = Service(config, _registry())
     run_event_loop(serve(service, web_config=web_config))
     return 0
@@ -106,14 +125,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         split_address(args.listen)
     except ValueError as exc:
         raise ConfigError(f"--listen: {exc}") from None
-    asyncio.run(run_demo(_registry(), args.listen, Path(args.store), args.duration, args.calls_per_second,
-                         args.failure_spike_at, args.max_calls))
+    asyncio.run(run_demo(_registry(), args.listen, Path(args.store) if args.store else None, args.duration,
+                         args.calls_per_second, args.failure_spike_at, args.max_calls))
     return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from .healthcheck import check
+
+    ok, message = check(args.config, args.listen, args.web_config_file, args.timeout)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
