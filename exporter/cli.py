@@ -167,6 +167,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         "name": cls.name,
         "description": cls.description,
         "default_base_url": cls.default_base_url,
+        "call_id": cls.Params.model_fields["call_id"].description or "",
         "settings": describe_model(cls.Settings),
         "params": [f for f in describe_model(cls.Params) if f["name"] != "call_id"],
         "statuses": {raw: state.value for raw, state in cls.status_map.items()},
@@ -179,9 +180,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['name']}  —  {row['description']}")
         print(f"  default base URL: {row['default_base_url']}")
-        print("  settings:       " + _fields(row["settings"]))
-        print("  per-call params: " + (_fields(row["params"]) or "—"))
-        print("  statuses:       " + ", ".join(f"{k}→{v}" for k, v in row["statuses"].items()))
+        print(f"  call id: {row['call_id'] or '—'}")
+        print("  settings:" + _fields(row["settings"]))
+        print("  per-call params:" + (_fields(row["params"]) or " —"))
+        print("  statuses: " + ", ".join(f"{k}→{v}" for k, v in row["statuses"].items()))
     for f in failures:
         print(f"FAILED  {f['plugin']}: {f['error']}")
     if rows:
@@ -190,7 +192,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _fields(fields: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{f['name']}{'†' if f['secret'] else ''}{'*' if f['required'] else ''}" for f in fields)
+    """One line per field: name, † secret, * required, its description and default."""
+    lines = []
+    for f in fields:
+        name = f"{f['name']}{'†' if f['secret'] else ''}{'*' if f['required'] else ''}"
+        default = f" (default {f['default']})" if f["default"] is not None else ""
+        lines.append(f"\n    {name:<16} {f['description'] or '(no description)'}{default}")
+    return "".join(lines)
 
 
 # -- watch --------------------------------------------------------------------------------------

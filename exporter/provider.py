@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, ClassVar, Mapping
 from urllib.parse import quote
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from .errors import PollError
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, FailureReason, ListedCall, State
@@ -63,7 +63,7 @@ class CallParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    call_id: PathSegment
+    call_id: PathSegment = Field(description="the provider's call id")
 
 
 class Provider:
