@@ -36,6 +36,7 @@ DEMO_SPEED = 2.0
 #: fake calls always end; one resumed from a store kept while the stack was down must not expire
 DEMO_MAX_WATCH_SECONDS = 10 * 365 * 86400.0
 ACCOUNT_PREFIX = "demo-"
+FRESH_PREFIX = "oce-demo-"
 
 
 def demo_config(fakes: dict[str, FakeProvider], listen: str, store: Path) -> Config:
@@ -82,7 +83,7 @@ def adopt(fake: FakeProvider, status_map: Mapping[str, State], call_id: str, par
 async def run_demo(registry: Registry, listen: str, store: Path | None, duration: float | None,
                    calls_per_second: float, failure_spike_at: float | None, max_calls: int | None = None) -> None:
     if store is None:
-        with tempfile.TemporaryDirectory(prefix="oce-demo-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=FRESH_PREFIX) as tmp:
             return await run_demo(registry, listen, Path(tmp) / "demo.db", duration, calls_per_second,
                                   failure_spike_at, max_calls)
     fakes: dict[str, FakeProvider] = {}
@@ -92,6 +93,7 @@ async def run_demo(registry: Registry, listen: str, store: Path | None, duration
             await fakes[name].start()
     if not fakes:
         raise RuntimeError("no fake providers are installed; `outbound-call-exporter plugins` lists plugins")
+    fresh = not store.exists()
     adopted = await adopt_stored_calls(store, fakes, registry)
     if adopted:
         log.info("demo: %d unfinished calls of an earlier run in %s carry on with this run's fakes", adopted, store)
@@ -101,7 +103,8 @@ async def run_demo(registry: Registry, listen: str, store: Path | None, duration
 
     async def traffic(url: str) -> None:
         print(f"demo: {len(fakes)} fake provider(s) ({', '.join(fakes)}) on 127.0.0.1; "
-              f"metrics at {url}/metrics, calls at {url}/api/v1/calls; store {store}", flush=True)
+              f"metrics at {url}/metrics, calls at {url}/api/v1/calls; "
+              f"store {store} ({'new' if fresh else 'kept from an earlier run'})", flush=True)
         asyncio.create_task(_generate(service, fakes, calls_per_second, started, failure_spike_at, stop, max_calls))
         if duration is not None:
             asyncio.get_running_loop().call_later(duration, stop.set)
