@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("healthcheck", help="exit 0 if the service at the config's listen_address is healthy, else 1")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="YAML config file of the service (its listen_address)")
-    where.add_argument("--listen", metavar="HOST:PORT", help="the address the service listens on (e.g. a demo's --listen)")
+    where.add_argument("--listen", metavar="HOST:PORT",
+                       help="the address the service listens on (e.g. a demo's --listen)")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="the service's web config (https, client certificate, basic auth)")
     p.add_argument("--timeout", type=float, default=4.0, help="seconds (default %(default)s)")

@@ -131,7 +131,8 @@ def chart(minutes: Sequence[Minute], width: int, height: int, label: str, axis: 
     total = sum(m.total for m in minutes)
     full = height + (16 if axis else 0)
     ticks = "".join(f"<text x='{i * step:.1f}' y='{full - 3}' class='tick'>{_hhmm(m.start)}</text>"
-                    for i, m in enumerate(minutes) if axis and (len(minutes) - 1 - i) % 15 == 0 and i < len(minutes) - 5)
+                    for i, m in enumerate(minutes)
+                    if axis and (len(minutes) - 1 - i) % 15 == 0 and i < len(minutes) - 5)
     if axis:
         ticks += f"<text x='{width - 2}' y='{full - 3}' class='tick' text-anchor='end'>now</text>"
     if axis and total:

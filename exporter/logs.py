@@ -179,7 +179,8 @@ class AccountLog:
 
     def _reasons(self) -> str:
         many = len(self.failures) > 1
-        return ", ".join(f"{f'{n} ' if many else ''}{r.value} ({self.details[r]})" for r, n in self.failures.most_common())
+        return ", ".join(f"{f'{n} ' if many else ''}{r.value} ({self.details[r]})"
+                         for r, n in self.failures.most_common())
 
     def _health(self, now: float) -> None:
         up = self.up_now(now)

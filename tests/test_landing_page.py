@@ -2,7 +2,9 @@
 watched and finished calls, each account's answer rate, technical failure share and last-hour
 chart total; recent calls link to their records; times carry their zone.
 
-Set OCE_UPDATE_SCREENSHOT=1 to refresh docs/img/landing-page.png (the README's screenshot).
+Set OCE_UPDATE_SCREENSHOT=1 to refresh docs/img/landing-page.png (the README's screenshot) from
+this short demo; a screenshot after ~15 minutes of `demo --failure-spike-at 600` shows more of
+the chart (`chromium --headless --screenshot … http://127.0.0.1:9877/`).
 """
 
 from __future__ import annotations
