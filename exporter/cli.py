@@ -1,4 +1,4 @@
-"""Command line: run, demo, watch, plugins, check-config (docs/design.md, "CLI"), and prune."""
+"""Command line: run, demo, watch, plugins, check-config, healthcheck, prune (docs/design.md, "CLI")."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import csv
 import json
-import logging
 import os
 import sys
 import time
@@ -19,6 +18,8 @@ import httpx
 from ._version import __version__
 from .config import load_config, resolve_accounts, split_address
 from .errors import ConfigError, ExporterError
+from .logs import FORMATS, LEVELS
+from .logs import setup as setup_log_handler
 from .plugins import Registry, describe_model, load_registry
 from .privacy import access_warning
 
@@ -49,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="TLS and basic auth for every endpoint (Prometheus exporter-toolkit format)")
+    _log_flags(p, None)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run against built-in fake providers with synthetic traffic")
     p.add_argument("--listen", default="127.0.0.1:9877", help="HOST:PORT to serve on (default %(default)s)")
-    p.add_argument("--store", default="./data/demo.db", help="SQLite store path (default %(default)s)")
+    p.add_argument("--store", default=None,
+                   help="SQLite store path, kept across runs (default: a fresh temporary store per run)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--calls-per-second", type=float, default=2.0, help="new calls per second (default %(default)s)")
     p.add_argument("--max-calls", type=int, metavar="N", help="stop creating calls after N (default: no limit)")
@@ -61,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="from this many seconds after start, ~35%% of calls fail (to see alerts fire)")
     p.add_argument("--answer-drop-at", type=float, metavar="SECONDS",
                    help="from this many seconds after start, almost no call is answered")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _log_flags(p, "info")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("watch", help="register calls with a running service")
@@ -90,12 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file; exit 0 or print the error")
     p.add_argument("--config", required=True, help="YAML config file")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("healthcheck", help="exit 0 if the service at the config's listen_address is healthy, else 1")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="YAML config file of the service (its listen_address)")
+    where.add_argument("--listen", metavar="HOST:PORT",
+                       help="the address the service listens on (e.g. a demo's --listen)")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                   help="the service's web config (https, client certificate, basic auth)")
+    p.add_argument("--timeout", type=float, default=4.0, help="seconds (default %(default)s)")
+    p.set_defaults(func=cmd_healthcheck)
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request URL at INFO
+def _log_flags(p: argparse.ArgumentParser, level: str | None) -> None:
+    """`--log.level` and `--log.format`, named as in Prometheus' own tools."""
+    p.add_argument("--log.level", "--log-level", dest="log_level", default=level, choices=LEVELS,
+                   help="lowest level logged (default: " + (level or "the config's log_level, info") + ")")
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
+                   help="logfmt (default) or json lines, for log pipelines")
+
+
+def setup_logging(level: str, fmt: str = "logfmt") -> None:
+    setup_log_handler(level, fmt)
 
 
 # -- run / demo / check-config ------------------------------------------------------------------
@@ -109,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None
-    setup_logging(config.log_level)
+    setup_logging(args.log_level or config.log_level, args.log_format)
     service = Service(config, _registry())
     run_event_loop(serve(service, web_config=web_config))
     return 0
@@ -118,14 +138,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         split_address(args.listen)
     except ValueError as exc:
         raise ConfigError(f"--listen: {exc}") from None
-    asyncio.run(run_demo(_registry(), args.listen, Path(args.store), args.duration, args.calls_per_second,
-                         args.failure_spike_at, args.max_calls, answer_drop_at=args.answer_drop_at))
+    asyncio.run(run_demo(_registry(), args.listen, Path(args.store) if args.store else None, args.duration,
+                         args.calls_per_second, args.failure_spike_at, args.max_calls,
+                         answer_drop_at=args.answer_drop_at))
     return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from .healthcheck import check
+
+    ok, message = check(args.config, args.listen, args.web_config_file, args.timeout)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -184,6 +213,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         "name": cls.name,
         "description": cls.description,
         "default_base_url": cls.default_base_url,
+        "call_id": cls.Params.model_fields["call_id"].description or "",
         "settings": describe_model(cls.Settings),
         "params": [f for f in describe_model(cls.Params) if f["name"] != "call_id"],
         "statuses": {raw: state.value for raw, state in cls.status_map.items()},
@@ -196,9 +226,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['name']}  —  {row['description']}")
         print(f"  default base URL: {row['default_base_url']}")
-        print("  settings:       " + _fields(row["settings"]))
-        print("  per-call params: " + (_fields(row["params"]) or "—"))
-        print("  statuses:       " + ", ".join(f"{k}→{v}" for k, v in row["statuses"].items()))
+        print(f"  call id: {row['call_id'] or '—'}")
+        print("  settings:" + _fields(row["settings"]))
+        print("  per-call params:" + (_fields(row["params"]) or " —"))
+        print("  statuses: " + ", ".join(f"{k}→{v}" for k, v in row["statuses"].items()))
     for f in failures:
         print(f"FAILED  {f['plugin']}: {f['error']}")
     if rows:
@@ -207,7 +238,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _fields(fields: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{f['name']}{'†' if f['secret'] else ''}{'*' if f['required'] else ''}" for f in fields)
+    """One line per field: name, † secret, * required, its description and default."""
+    lines = []
+    for f in fields:
+        name = f"{f['name']}{'†' if f['secret'] else ''}{'*' if f['required'] else ''}"
+        default = f" (default {f['default']})" if f["default"] is not None else ""
+        lines.append(f"\n    {name:<16} {f['description'] or '(no description)'}{default}")
+    return "".join(lines)
 
 
 # -- watch --------------------------------------------------------------------------------------

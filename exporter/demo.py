@@ -5,6 +5,11 @@ creates calls at the fake (with a realistic outcome mix) and registers them with
 through the same path as the REST API. The normal mix is a normal campaign (most calls not
 answered); `failure_spike_at` switches it to ~35 % technical failures, `answer_drop_at` to a
 collapsed answer rate (whichever began last applies).
+
+Each run starts on a fresh temporary store unless one is given. A kept store (`--store`, the
+compose stack's volume) holds calls of an earlier run that this run's fresh fakes never heard
+of: they would answer 404 and every such call would end `expired`, so the fakes adopt them
+first and carry each on from its stored state.
 """
 
 from __future__ import annotations
@@ -12,36 +17,78 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from .config import Config
 from .errors import RequestError
-from .model import State
 from .fakes import ANSWER_DROP_MIX, DEFAULT_MIX, SPIKE_MIX, FakeProvider
+from .model import State
 from .plugins import Registry
 from .server import serve
 from .service import Service
+from .store import Store
 
 log = logging.getLogger(__name__)
 
 #: fake time runs this much faster than wall time, so demo calls end within a minute
 DEMO_SPEED = 2.0
+#: fake calls always end; one resumed from a store kept while the stack was down must not expire
+DEMO_MAX_WATCH_SECONDS = 10 * 365 * 86400.0
+ACCOUNT_PREFIX = "demo-"
+FRESH_PREFIX = "oce-demo-"
 
 
 def demo_config(fakes: dict[str, FakeProvider], listen: str, store: Path) -> Config:
     accounts = [{
-        "name": f"demo-{name}", "provider": name, "base_url": fake.url, "settings": fake.demo_settings(),
+        "name": f"{ACCOUNT_PREFIX}{name}", "provider": name, "base_url": fake.url, "settings": fake.demo_settings(),
         "max_concurrency": 16, "max_requests_per_second": 200,
         "poll_interval_seconds": {"queued": 1, "dialing": 1, "in_progress": 3, "unknown": 3},
     } for name, fake in fakes.items()]
-    return Config(listen_address=listen, store_path=store, accounts=accounts)
+    return Config(listen_address=listen, store_path=store, accounts=accounts, max_watch_seconds=DEMO_MAX_WATCH_SECONDS)
 
 
-async def run_demo(registry: Registry, listen: str, store: Path, duration: float | None,
+async def adopt_stored_calls(store_path: Path, fakes: dict[str, FakeProvider], registry: Registry) -> int:
+    """Give every fake the watched calls of its demo account from a kept store; their count."""
+    if not store_path.exists():
+        return 0
+    store = Store(store_path)
+    await store.open()
+    adopted = 0
+    try:
+        async for chunk in store.iter_active():
+            for row in chunk:
+                name = row.account.removeprefix(ACCOUNT_PREFIX)
+                if row.account.startswith(ACCOUNT_PREFIX) and name in fakes:
+                    adopt(fakes[name], registry.providers[name].status_map, row.call_id, row.params, State(row.state))
+                    adopted += 1
+    finally:
+        await store.close()
+    return adopted
+
+
+def adopt(fake: FakeProvider, status_map: Mapping[str, State], call_id: str, params: dict[str, Any],
+          state: State) -> None:
+    """Script a call the fake never created, its clock set where the call shows `state` (as the
+    plugin reads the raw statuses), ending in an outcome of the usual mix."""
+    outcomes = [s for s in DEFAULT_MIX if s in fake.raw_status]
+    outcome = fake.rng.choices(outcomes, [DEFAULT_MIX[s] for s in outcomes])[0]
+    if state is State.IN_PROGRESS:
+        outcome = State.COMPLETED  # the only lifecycle that connects
+    call = fake.add_call(call_id, params={k: str(v) for k, v in params.items() if v is not None}, outcome=outcome)
+    at = next((step.after for step in call.steps if status_map.get(step.status) is state), 0.0)
+    call.created = time.time() - at / fake.speed
+
+
+async def run_demo(registry: Registry, listen: str, store: Path | None, duration: float | None,
                    calls_per_second: float, failure_spike_at: float | None, max_calls: int | None = None,
                    answer_drop_at: float | None = None) -> None:
+    if store is None:
+        with tempfile.TemporaryDirectory(prefix=FRESH_PREFIX) as tmp:
+            return await run_demo(registry, listen, Path(tmp) / "demo.db", duration, calls_per_second,
+                                  failure_spike_at, max_calls, answer_drop_at)
     fakes: dict[str, FakeProvider] = {}
     for name, fake_cls in sorted(registry.fakes.items()):
         if name in registry.providers:
@@ -49,13 +96,18 @@ async def run_demo(registry: Registry, listen: str, store: Path, duration: float
             await fakes[name].start()
     if not fakes:
         raise RuntimeError("no fake providers are installed; `outbound-call-exporter plugins` lists plugins")
+    fresh = not store.exists()
+    adopted = await adopt_stored_calls(store, fakes, registry)
+    if adopted:
+        log.info("demo: %d unfinished calls of an earlier run in %s carry on with this run's fakes", adopted, store)
     service = Service(demo_config(fakes, listen, store), registry)
     stop = asyncio.Event()
     started = time.monotonic()
 
     async def traffic(url: str) -> None:
         print(f"demo: {len(fakes)} fake provider(s) ({', '.join(fakes)}) on 127.0.0.1; "
-              f"metrics at {url}/metrics, calls at {url}/api/v1/calls", flush=True)
+              f"metrics at {url}/metrics, calls at {url}/api/v1/calls; "
+              f"store {store} ({'new' if fresh else 'kept from an earlier run'})", flush=True)
         mixes = {at: mix for at, mix in ((failure_spike_at, SPIKE_MIX), (answer_drop_at, ANSWER_DROP_MIX))
                  if at is not None}
         asyncio.create_task(_generate(service, fakes, calls_per_second, started, mixes, stop, max_calls))

@@ -64,7 +64,7 @@ class CallParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    call_id: PathSegment
+    call_id: PathSegment = Field(description="the provider's call id")
 
 
 class Provider:

@@ -20,7 +20,9 @@ import httpx
 
 from .config import Account
 from .errors import PollError
+from .history import FinishedHistory
 from .lifecycle import Outcome, WatchedCall, apply_status, expire
+from .logs import AccountLog
 from .metrics import STATE_FAILURE_REASON, AccountMetrics, sip_code_label
 from .model import CallStatus, ErrorReason, ListedCall, State
 from .store import Store, Update
@@ -142,6 +144,8 @@ class AccountPoller:
         self._failing_since: float | None = None  # wall time of the first failure in a row
         self.started = self.wall()
         self.last_success = 0.0
+        self.events = AccountLog(self.name, self.provider_name, account.provider.base_url, self.up, wall_clock)
+        self.history = FinishedHistory()
 
     # -- account health and batch progress (read by the collector) --------------------------------
 
@@ -156,6 +160,7 @@ class AccountPoller:
 
     def _succeeded(self, now: float) -> None:
         self.last_success = now
+        self.events.success()
         self._auth_failures = 0
         self._throttled = 0
         self._failing_since = None
@@ -192,6 +197,7 @@ class AccountPoller:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"poller-{self.name}")
+        self.events.start()
 
     async def stop(self, grace: float) -> None:
         """Stop dispatching; let in-flight polls finish for up to `grace` seconds, then cancel."""
@@ -204,6 +210,7 @@ class AccountPoller:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.transport.aclose()
+        await self.events.stop()
 
     async def _sleep_until(self, when: float) -> None:
         loop = asyncio.get_running_loop()
@@ -369,6 +376,7 @@ class AccountPoller:
         """
         reason = exc.reason
         self.metrics.errors[reason].inc()
+        self.events.failure(reason, str(exc))
         if reason not in _CALL_LEVEL:
             self._failed(self.wall())
         if reason not in (ErrorReason.UNAUTHORIZED, ErrorReason.RATE_LIMITED):
@@ -429,6 +437,9 @@ class AccountPoller:
         state = outcome.finished
         assert state is not None
         self.metrics.finished[state].inc()
+        self.history.add(now, state)
+        if state is State.EXPIRED:
+            self.events.expired(outcome.fields.get("reason", ""))
         if outcome.time_to_terminal is not None and state in self.metrics.time_to_terminal:
             self.metrics.time_to_terminal[state].observe(outcome.time_to_terminal)
         if outcome.talk_time is not None:

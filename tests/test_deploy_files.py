@@ -325,15 +325,23 @@ def test_dockerfile_runs_as_non_root():
     assert user not in ("root", "0")
 
 
-def test_dockerfile_healthcheck_uses_python_on_healthy():
+def test_dockerfile_healthcheck_reads_the_config_the_service_runs_with():
+    """No hand-set URL: the check reads listen_address from the same config file as CMD."""
     (check,) = [a for k, a in final_stage() if k == "HEALTHCHECK"]
-    assert "CMD" in check
-    cmd = check.split("CMD", 1)[1]
-    assert "python" in cmd
-    assert "curl" not in cmd and "wget" not in cmd
-    env = " ".join(a for k, a in final_stage() if k == "ENV")
-    url = re.search(r'HEALTHCHECK_URL="([^"]+)"', env)[1] if "HEALTHCHECK_URL" in cmd else cmd
-    assert f"127.0.0.1:{DEFAULT_PORT}/-/healthy" in url
+    options, _, cmd = check.partition("CMD")
+    assert "--interval" in options and "--timeout" in options
+    cmd = json_or_words(cmd)
+    assert cmd[:2] == ["outbound-call-exporter", "healthcheck"]
+    (run,) = [json_or_words(a) for k, a in final_stage() if k == "CMD"]
+    assert option(cmd, "--config") == option(run, "--config")
+    assert not any("HEALTHCHECK_URL" in a for k, a in final_stage() if k == "ENV")
+
+
+def test_compose_healthcheck_follows_the_demo_listen_address():
+    svc = service("exporter")
+    test = svc["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1:3] == ["outbound-call-exporter", "healthcheck"]
+    assert option(test, "--listen") == option(command_args(svc), "--listen")
 
 
 def test_dockerfile_exposes_port_volumes_and_entrypoint():
@@ -376,6 +384,7 @@ def test_dockerfile_copies_what_the_package_build_needs():
         needed.add(readme)
     package_dirs = project.get("tool", {}).get("setuptools", {}).get("package-dir", {})
     needed |= {d.rstrip("/") for d in package_dirs.values() if d not in ("", ".")}
+    needed |= set(project["project"].get("license-files", []))
     assert needed <= set(copied), f"Dockerfile does not COPY {needed - set(copied)}"
 
 

@@ -11,7 +11,7 @@ import re
 from typing import Annotated, Any, ClassVar, Mapping
 
 import httpx
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 
 from outbound_call_exporter import CallStatus, Provider, State, classify_failure, parse_timestamp
 
@@ -27,7 +27,7 @@ def _call_id(value: str) -> str:
     return value
 
 
-CallSid = Annotated[str, AfterValidator(_call_id)]
+CallSid = Annotated[str, AfterValidator(_call_id), Field(description="PolyAI call SID: OUT- + UUID, or a UUID")]
 
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Literal
 
 import httpx
+from pydantic import Field
 
 from outbound_call_exporter import CallParams, HeaderSecret, ProviderSettings
 
@@ -31,8 +32,9 @@ Region = Literal["us-1", "uk-1", "euw-1"]
 
 
 class PlatformSettings(ProviderSettings):
-    auth_token: HeaderSecret
-    region: Region = "us-1"
+    auth_token: HeaderSecret = Field(description="platform API token, sent as the X-PolyAi-Auth-Token header")
+    region: Region = Field("us-1", description="PolyAI platform region: picks the server "
+                           "https://api.{region}.platform.polyai.app unless base_url is set")
 
 
 class PlatformParams(CallParams):

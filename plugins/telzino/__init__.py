@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from pydantic import Field
 
 from outbound_call_exporter import (CallParams, CallStatus, HeaderSecret, ListedCall, Provider, ProviderSettings,
                                     State, Uuid, classify_failure, hookimpl, parse_timestamp)
@@ -48,13 +49,13 @@ EXTRAS = ("to_number", "error", "sip_status_code", "transcript_id", "callback_de
 
 
 class TelzinoSettings(ProviderSettings):
-    token: HeaderSecret
-    agent_id: Uuid | None = None
+    token: HeaderSecret = Field(description="Telzino API token, sent as Authorization: Bearer")
+    agent_id: Uuid | None = Field(None, description="default agent (UUID) for calls that do not give one")
 
 
 class TelzinoParams(CallParams):
-    call_id: Uuid
-    agent_id: Uuid
+    call_id: Uuid = Field(description="Telzino's call id, a UUID")
+    agent_id: Uuid = Field(description="the agent (UUID) that placed the call: a path segment of the status URL")
 
 
 class Telzino(Provider):

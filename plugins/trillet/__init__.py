@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from pydantic import Field
 
 from outbound_call_exporter import (BatchProgress, CallParams, CallStatus, ErrorReason, HeaderSecret, PathSegment,
                                     PollError, Provider, ProviderSettings, State, classify_failure, hookimpl, parse_timestamp)
@@ -57,15 +58,16 @@ RESULT_EXTRAS = ("callId", "outcome")
 
 
 class TrilletSettings(ProviderSettings):
-    api_key: HeaderSecret
-    workspace_id: PathSegment
-    batch_id: PathSegment | None = None
+    api_key: HeaderSecret = Field(description="Trillet API key, sent as the x-api-key header")
+    workspace_id: PathSegment = Field(description="Trillet workspace id, sent as the x-workspace-id header")
+    batch_id: PathSegment | None = Field(None, description="default batch id for jobs that do not give one")
 
 
 class TrilletParams(CallParams):
     """`call_id` is the job id (e.g. `call_123`); `batch_id` the batch (e.g. `batch_7891011121314`)."""
 
-    batch_id: PathSegment
+    call_id: PathSegment = Field(description="the job id within its batch (e.g. call_123)")
+    batch_id: PathSegment = Field(description="the batch the job belongs to (a path segment of the status URL)")
 
 
 class Trillet(Provider):
