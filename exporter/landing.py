@@ -2,7 +2,7 @@
 
 Plain server-rendered HTML with inline SVG (no build step, no JavaScript, no charting
 dependency) for people without Grafana at hand: per account whether it is up, its answer rate
-and technical failure share (design.md, "What counts as failure"), finished calls per minute
+and technical failure share (docs/design.md, "What counts as failure"), finished calls per minute
 over the last hour (from each account's in-memory `FinishedHistory`), watched calls by state
 (the `outbound_calls` gauge), finished calls by state (`outbound_calls_finished_total`), and
 the most recent finished calls linked to their records. Every time is UTC, ISO 8601.
@@ -23,7 +23,7 @@ from .service import Service
 
 RECENT = 20
 
-#: outcome groups of design.md, in stacking order (bottom first), with their CSS class
+#: outcome groups of docs/design.md, in stacking order (bottom first), with their CSS class
 GROUPS: tuple[tuple[str, str, tuple[State, ...]], ...] = (
     ("answered", "g-answered", (State.COMPLETED,)),
     ("not reached", "g-not-reached", (State.BUSY, State.NO_ANSWER)),
