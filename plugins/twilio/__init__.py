@@ -151,7 +151,7 @@ class Twilio(Provider):
             raise ValueError("AccountSid is not this account's")
         state = self.normalize(raw)
         at = rfc2822(body.get("Timestamp"))
-        duration = _seconds(body.get("CallDuration"))
+        duration = _seconds(body.get("CallDuration")) if state is State.COMPLETED else None  # 0 for busy etc.
         sip = _sip(body.get("SipResponseCode"))
         fields = {"to": body.get("To"), "from": body.get("From"), "direction": body.get("Direction"),
                   "answered_by": body.get("AnsweredBy")}
