@@ -8,6 +8,7 @@ Status mapping (every documented `status` value: the Voice API reference's table
 |---|---|
 | started, ringing | dialing (Vonage has no queued state: `started` is the platform placing the call) |
 | answered, machine, human | in_progress (`machine`/`human` are answering-machine detection results, not ends) |
+| transfer, input, disconnected | in_progress (event webhooks of an answered call: leg transferred, input done, WebSocket closed) |
 | completed | completed |
 | busy | busy |
 | timeout, unanswered | no_answer (not answered within `ringing_timer`; unreachable or declined) |
@@ -39,6 +40,10 @@ STATUS_MAP = {
     "answered": State.IN_PROGRESS,
     "machine": State.IN_PROGRESS,
     "human": State.IN_PROGRESS,
+    # events of an answered call that the SDKs list among call statuses (event webhooks only)
+    "transfer": State.IN_PROGRESS,
+    "input": State.IN_PROGRESS,
+    "disconnected": State.IN_PROGRESS,
     "completed": State.COMPLETED,
     "busy": State.BUSY,
     "timeout": State.NO_ANSWER,
@@ -133,8 +138,9 @@ class Vonage(Provider):
                                   self.settings.signature_secret, self.settings.application_id)
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
-        """An event webhook (`uuid`, `status`, `timestamp`, ...), parsed like a call record."""
-        uuid = body.get("uuid")
+        """An event webhook (`uuid`, `status`, `timestamp`, ...), parsed like a call record.
+        Answering-machine events name the call `call_uuid` instead."""
+        uuid = body.get("uuid", body.get("call_uuid"))
         if not isinstance(uuid, str) or not isinstance(body.get("status"), str):
             raise ValueError("a Vonage event webhook carries the call's `uuid` and `status`")
         return ListedCall({"call_id": uuid}, self.parse_body(None, body))
