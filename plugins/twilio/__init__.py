@@ -28,7 +28,7 @@ decisions (cadence, rate limit, no list scope, webhook URL behind an ingress).
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal
 
@@ -37,6 +37,7 @@ from pydantic import StringConstraints, model_validator
 
 from outbound_call_exporter import (CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall, Provider,
                                     ProviderSettings, State, hookimpl)
+from outbound_call_exporter.provider import answered_before_end, parse_duration
 
 from .signature import verify_signature
 
@@ -116,7 +117,8 @@ class Twilio(Provider):
 
     def build_request(self, call: TwilioParams) -> httpx.Request:  # type: ignore[override]
         s = self.settings
-        user, secret = (s.api_key_sid, s.api_key_secret) if s.api_key_secret is not None else (s.account_sid, s.auth_token)
+        key = s.api_key_secret is not None
+        user, secret = (s.api_key_sid, s.api_key_secret) if key else (s.account_sid, s.auth_token)
         basic = base64.b64encode(f"{user}:{secret.get_secret_value()}".encode()).decode()  # type: ignore[union-attr]
         url = self.url("2010-04-01", "Accounts", s.account_sid, "Calls", f"{call.call_id}.json")
         return httpx.Request("GET", url, headers={"Authorization": f"Basic {basic}", "Accept": "application/json"})
@@ -128,12 +130,13 @@ class Twilio(Provider):
         state = self.normalize(raw)
         created, updated = rfc2822(body.get("date_created")), rfc2822(body.get("date_updated"))
         started, end = rfc2822(body.get("start_time")), rfc2822(body.get("end_time"))
-        duration = _seconds(body.get("duration"))
+        duration = parse_duration(body.get("duration"))  # talk time: empty unless completed
+        talk = duration if state is State.COMPLETED else None
         ended = (end or updated) if state.terminal else None
         since = {State.QUEUED: created, State.DIALING: started}.get(state, ended)
         return CallStatus(
             state=state, provider_status=raw, created_at=created, ended_at=ended,
-            answered_at=_answered(state, ended, duration), duration_seconds=duration, state_since=since,
+            answered_at=answered_before_end(state, ended, talk), duration_seconds=talk, state_since=since,
             extras={k: body[k] for k in EXTRAS if body.get(k) not in (None, "")},
         )
 
@@ -151,14 +154,14 @@ class Twilio(Provider):
             raise ValueError("AccountSid is not this account's")
         state = self.normalize(raw)
         at = rfc2822(body.get("Timestamp"))
-        duration = _seconds(body.get("CallDuration")) if state is State.COMPLETED else None  # 0 for busy etc.
+        ended = at if state.terminal else None
+        duration = parse_duration(body.get("CallDuration")) if state is State.COMPLETED else None  # 0 for busy etc.
         sip = _sip(body.get("SipResponseCode"))
         fields = {"to": body.get("To"), "from": body.get("From"), "direction": body.get("Direction"),
                   "answered_by": body.get("AnsweredBy")}
         status = CallStatus(
-            state=state, provider_status=raw, ended_at=at if state.terminal else None,
-            answered_at=_answered(state, at if state.terminal else None, duration), duration_seconds=duration,
-            state_since=at, sip_status_code=sip,
+            state=state, provider_status=raw, ended_at=ended, answered_at=answered_before_end(state, ended, duration),
+            duration_seconds=duration, state_since=at, sip_status_code=sip,
             failure_reason=SIP_REASONS.get(sip, FailureReason.OTHER) if state is State.FAILED and sip else None,
             extras={k: v for k, v in fields.items() if v},
         )
@@ -183,27 +186,8 @@ def _text(body: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _seconds(value: Any) -> float | None:
-    """`duration` / `CallDuration`: a string of whole seconds (empty until the call ends)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError("duration is not a number of seconds")
-    seconds = float(value)
-    if not 0 <= seconds < 10**7:
-        raise ValueError("duration out of range")
-    return seconds
-
-
 def _sip(value: Any) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() and 100 <= int(value) < 700 else None
-
-
-def _answered(state: State, ended: datetime | None, duration: float | None) -> datetime | None:
-    """A completed call was answered `duration` seconds before it ended."""
-    if state is not State.COMPLETED or ended is None or duration is None:
-        return None
-    return ended - timedelta(seconds=duration)
 
 
 @hookimpl

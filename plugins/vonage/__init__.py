@@ -8,7 +8,7 @@ Status mapping (every documented `status` value: the Voice API reference's table
 |---|---|
 | started, ringing | dialing (Vonage has no queued state: `started` is the platform placing the call) |
 | answered, machine, human | in_progress (`machine`/`human` are answering-machine detection results, not ends) |
-| transfer, input, disconnected | in_progress (event webhooks of an answered call: leg transferred, input done, WebSocket closed) |
+| transfer, input, disconnected | in_progress (event webhooks of an answered call: transfer, input, WebSocket closed) |
 | completed | completed |
 | busy | busy |
 | timeout, unanswered | no_answer (not answered within `ringing_timer`; unreachable or declined) |
@@ -23,7 +23,6 @@ time is `end_time - duration` for a completed call. docs/providers/vonage.md has
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Annotated, Any
 
 import httpx
@@ -31,6 +30,7 @@ from pydantic import AfterValidator, SecretStr
 
 from outbound_call_exporter import (CallParams, CallStatus, FailureReason, ListedCall, Provider, ProviderSettings,
                                     State, Uuid, classify_failure, hookimpl, parse_timestamp)
+from outbound_call_exporter.provider import answered_before_end, parse_duration
 
 from .auth import RequestTokens, load_private_key, verify_signed_webhook
 
@@ -113,18 +113,17 @@ class Vonage(Provider):
         started, end = parse_timestamp(body.get("start_time")), parse_timestamp(body.get("end_time"))
         at = parse_timestamp(body.get("timestamp"))  # event webhooks: when this event happened
         ended = (end or at) if state.terminal else None
-        duration = _seconds(body.get("duration"))
+        duration = parse_duration(body.get("duration"))
+        talk = duration if state is State.COMPLETED else None  # Vonage sends "0" for calls that never connected
         detail = body.get("detail") if isinstance(body.get("detail"), str) else None
         reason = detail if detail and DETAIL_RE.fullmatch(detail) else None
-        answered = ended - timedelta(seconds=duration) if state is State.COMPLETED and ended and duration is not None \
-            else None
         extras: dict[str, Any] = {k: body[k] for k in EXTRAS if isinstance(body.get(k), str) and body[k]}
         for side in ("to", "from"):
             if (number := _number(body.get(side))) is not None:
                 extras[side] = number
         return CallStatus(
-            state=state, provider_status=raw, reason=reason, created_at=started, answered_at=answered,
-            ended_at=ended, duration_seconds=duration if state is State.COMPLETED else None,
+            state=state, provider_status=raw, reason=reason, created_at=started, ended_at=ended,
+            answered_at=answered_before_end(state, ended, talk), duration_seconds=talk,
             state_since=at or (ended if state.terminal else started if raw == "started" else None),
             failure_reason=_failure(raw, state, reason), extras=extras,
         )
@@ -152,18 +151,6 @@ def _failure(raw: str, state: State, reason: str | None) -> FailureReason | None
     if reason is not None:
         return DETAIL_REASONS.get(reason) or classify_failure(reason.replace("_", " "))
     return FailureReason.REJECTED if raw == "rejected" else None
-
-
-def _seconds(value: Any) -> float | None:
-    """`duration`: a string of seconds (Vonage also sends it for calls that did not connect)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError("duration is not a number of seconds")
-    seconds = float(value)
-    if not 0 <= seconds < 10**7:
-        raise ValueError("duration out of range")
-    return seconds
 
 
 def _number(endpoint: Any) -> str | None:

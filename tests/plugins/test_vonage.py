@@ -94,8 +94,8 @@ def test_tokens_are_reused_briefly_then_renewed():
 
 
 @pytest.mark.parametrize("key", ["not a key", PEM.replace("PRIVATE KEY-----\n", "PRIVATE KEY-----\nAAAA", 1),
-                                 "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-                                 "\n-----END PRIVATE KEY-----\n"])
+                                 "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                                 "AAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n"])  # an Ed25519 key, not RSA
 def test_a_bad_private_key_is_refused_without_quoting_it(key):
     from outbound_call_exporter.config import format_validation_error
 
@@ -234,7 +234,8 @@ def signed(body: bytes, secret: str, **claims) -> httpx.Request:
 
 @pytest.fixture(scope="module")
 def signing():
-    return Vonage(VonageSettings(application_id=APP, private_key=PEM, signature_secret="sig-secret-0123456789abcdefghijklmnop"))
+    secret = "sig-secret-0123456789abcdefghijklmnop"
+    return Vonage(VonageSettings(application_id=APP, private_key=PEM, signature_secret=secret))
 
 
 def test_signed_webhook_verifies(signing):

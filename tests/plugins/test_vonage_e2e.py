@@ -44,7 +44,8 @@ def test_lifecycles_to_each_terminal_state(tmp_path, registry, caplog):
                 else:
                     assert rec["answered_at"] is None and rec["duration_seconds"] is None
             for state in ("completed", "busy", "no_answer", "failed", "cancelled"):
-                assert svc.metric("outbound_calls_finished_total", state=state, **LABELS) == outcomes.count(State(state))
+                finished = svc.metric("outbound_calls_finished_total", state=state, **LABELS)
+                assert finished == outcomes.count(State(state))
             assert svc.metric("outbound_call_time_to_answer_seconds_count", **LABELS) == 2
             everything = svc.metrics_text() + svc.client.get("/api/v1/calls?account=vg&limit=100").text
             assert "PRIVATE KEY" not in everything
