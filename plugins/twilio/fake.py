@@ -4,12 +4,15 @@
 auth token, or API key SID + secret); the Call resource's fields with RFC 2822 times, `duration`
 as a string of seconds (empty unless completed) and `end_time` empty unless completed; Twilio's
 error bodies (`{"code", "message", "more_info", "status"}`: 20003 for credentials, 20404 for an
-unknown call or one past retention, 20429 for too many requests). Status callbacks are built by
-`status_callback` (form fields plus `X-Twilio-Signature`) for whoever posts them.
+unknown call or one past retention, 20429 with `Retry-After` when more than `max_concurrent`
+requests are in flight — Twilio limits concurrency, not a rate; off unless given, and `delay`
+slows every answer so that requests overlap). Status callbacks are built by `status_callback`
+(form fields plus `X-Twilio-Signature`) for whoever posts them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from email.utils import format_datetime
@@ -47,6 +50,11 @@ class TwilioFake(FakeProvider):
         State.FAILED: "failed", State.CANCELLED: "canceled",
     }
 
+    def __init__(self, *, max_concurrent: int | None = None, delay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_concurrent, self.delay = max_concurrent, delay
+        self._in_flight = 0
+
     def default_credentials(self) -> dict[str, str]:
         return {"account_sid": ACCOUNT_SID, "auth_token": "fake-twilio-auth-token",
                 "api_key_sid": API_KEY_SID, "api_key_secret": "fake-twilio-api-key-secret"}
@@ -55,7 +63,18 @@ class TwilioFake(FakeProvider):
         return [web.get("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", self._status)]
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
-        return await self.serve_status(request, request.match_info["call_sid"], {})
+        if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+            self.requests["rate_limited"] += 1
+            response = error(429, 20429, "Too Many Requests")
+            response.headers["Retry-After"] = "1"
+            return response
+        self._in_flight += 1
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return await self.serve_status(request, request.match_info["call_sid"], {})
+        finally:
+            self._in_flight -= 1
 
     def authorized(self, request: web.Request) -> bool:
         c = self.credentials

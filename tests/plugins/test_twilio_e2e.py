@@ -109,6 +109,22 @@ def test_rate_limited_answers_are_counted_and_retried(tmp_path, registry):
             assert svc.metric("outbound_call_account_up", **LABELS) == 1
 
 
+def test_too_many_concurrent_requests_answer_429_with_retry_after(tmp_path, registry):
+    fake = twilio_fake(speed=1.0, max_concurrent=2, delay=0.2)
+    with fake.running():
+        config = make_config(tmp_path, [account("tw", "twilio", fake.url, fake.demo_settings())])
+        with running_service(config, registry) as svc:
+            calls = [fake.add_call(steps=[Step("queued", 0), Step("completed", 0.5)]) for _ in range(8)]
+            svc.client.post("/api/v1/calls", json=[{"account": "tw", "call_id": c.call_id} for c in calls])
+            for call in calls:
+                wait_until(lambda: svc.call("tw", call.call_id)["state"] == "completed", timeout=30,
+                           message="every call completes despite 429s")
+            assert fake.requests["rate_limited"] >= 1
+            assert svc.metric("outbound_call_status_request_errors_total", reason="rate_limited", **LABELS) \
+                == fake.requests["rate_limited"]
+            assert svc.metric("outbound_call_account_up", **LABELS) == 1
+
+
 def test_signed_status_callbacks(tmp_path, registry):
     fake = twilio_fake(speed=1.0)
     with fake.running():
