@@ -10,6 +10,7 @@ import httpx
 
 from outbound_call_exporter import State
 from outbound_call_exporter.fakes import Step
+from outbound_call_exporter_plugins.vonage import Vonage, VonageParams, VonageSettings
 from outbound_call_exporter_plugins.vonage.fake import VonageFake, new_private_key
 
 from conftest import account, make_config, running_service, wait_until
@@ -64,6 +65,20 @@ def test_not_found_after_retention_is_expired(tmp_path, registry):
             del fake.calls[fake.key(seen.call_id, {})]  # past the legs' TTL: 404
             wait_until(lambda: svc.call("vg", seen.call_id)["state"] == "expired", message="expired after 404")
             assert svc.metric("outbound_call_status_request_errors_total", reason="not_found", **LABELS) >= 1
+
+
+def test_the_fake_forgets_calls_after_retention():
+    fake = VonageFake(speed=1.0, retention_seconds=0.3)
+    with fake.running():
+        done = fake.add_call(steps=[Step("started", 0), Step("completed", 0.05)])
+        provider = Vonage(VonageSettings(**fake.demo_settings()), fake.url)
+        request = provider.build_request(VonageParams(call_id=done.call_id))
+        with httpx.Client() as client:
+            assert client.send(request).json()["status"] == "completed"
+            time.sleep(0.5)
+            gone = client.send(request)
+        assert gone.status_code == 404 and gone.headers["Content-Type"].startswith("application/problem+json")
+        assert gone.json()["title"] == "Not Found"
 
 
 def test_a_key_vonage_does_not_know_takes_the_account_down(tmp_path, registry):
