@@ -61,7 +61,7 @@ def test_lifecycles_to_each_terminal_state(tmp_path, registry, caplog):
 
 
 def test_not_found_after_retention_is_expired(tmp_path, registry):
-    fake = twilio_fake(speed=1.0, retention_seconds=0.3)
+    fake = twilio_fake(speed=1.0, retention_seconds=2.0)
     with fake.running():
         config = make_config(tmp_path, [account("tw", "twilio", fake.url, fake.demo_settings())])
         with running_service(config, registry) as svc:
@@ -78,8 +78,8 @@ def test_not_found_after_retention_is_expired(tmp_path, registry):
         request = p.build_request(p.Params(call_id=done.call_id))
         with httpx.Client() as client:
             assert client.send(request).status_code == 200
-            time.sleep(0.5)
-            gone = client.send(request)
+            gone = wait_until(lambda: (r := client.send(request)).status_code == 404 and r, timeout=10,
+                              interval=0.2, message="404 once retention passed")
         assert gone.status_code == 404 and gone.json()["code"] == 20404
 
 

@@ -68,15 +68,15 @@ def test_not_found_after_retention_is_expired(tmp_path, registry):
 
 
 def test_the_fake_forgets_calls_after_retention():
-    fake = VonageFake(speed=1.0, retention_seconds=0.3)
+    fake = VonageFake(speed=1.0, retention_seconds=2.0)
     with fake.running():
         done = fake.add_call(steps=[Step("started", 0), Step("completed", 0.05)])
         provider = Vonage(VonageSettings(**fake.demo_settings()), fake.url)
         request = provider.build_request(VonageParams(call_id=done.call_id))
         with httpx.Client() as client:
             assert client.send(request).json()["status"] == "completed"
-            time.sleep(0.5)
-            gone = client.send(request)
+            gone = wait_until(lambda: (r := client.send(request)).status_code == 404 and r, timeout=10,
+                              interval=0.2, message="404 once retention passed")
         assert gone.status_code == 404 and gone.headers["Content-Type"].startswith("application/problem+json")
         assert gone.json()["title"] == "Not Found"
 
