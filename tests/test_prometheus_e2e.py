@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from outbound_call_exporter.plugins import load_registry
+
 from conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +37,9 @@ RULE_FILES = [REPO / "prometheus" / "rules.yml", REPO / "prometheus" / "alerts.y
 SHIPPED_CONFIG = REPO / "prometheus" / "prometheus.yml"
 
 SPIKE_AT_SECONDS = 2  # the demo's failure spike starts right away
+#: demo traffic per fake provider: the demo spreads its calls over every installed fake, so the
+#: total grows with them and each provider (Telzino's panels below) sees the same traffic
+CALLS_PER_SECOND_PER_PROVIDER = 0.4
 DATA_DEADLINE_SECONDS = 120  # wait for data and the alert (typically ~15 s); with start-up, the test stays under 3 minutes
 STARTUP_DEADLINE_SECONDS = 20
 
@@ -217,7 +222,8 @@ def demo(tmp_path_factory):
     with log.open("w") as out:
         proc = subprocess.Popen(
             [exe, "demo", "--listen", f"127.0.0.1:{port}", "--store", str(workdir / "demo.db"),
-             "--duration", "300", "--failure-spike-at", str(SPIKE_AT_SECONDS)],
+             "--duration", "300", "--failure-spike-at", str(SPIKE_AT_SECONDS),
+             "--calls-per-second", str(CALLS_PER_SECOND_PER_PROVIDER * len(load_registry().fakes))],
             stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
         )
     try:
