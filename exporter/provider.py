@@ -296,3 +296,24 @@ def classify_failure(text: str | None) -> FailureReason | None:
         if pattern.search(text):
             return reason
     return FailureReason.OTHER
+
+
+def parse_duration(value: Any) -> float | None:
+    """A provider's duration in seconds: a number or a numeric string (Twilio and Vonage send
+    `"15"`); None for null/empty, ValueError for anything else or out of range."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("duration is not a number of seconds")
+    seconds = float(value)
+    if not 0 <= seconds < 10**7:  # also refuses nan and inf
+        raise ValueError("duration out of range")
+    return seconds
+
+
+def answered_before_end(state: State, ended: datetime | None, duration: float | None) -> datetime | None:
+    """When a provider gives the end and the talk time but no answer time: a completed call was
+    answered `duration` seconds before it ended."""
+    if state is not State.COMPLETED or ended is None or duration is None:
+        return None
+    return datetime.fromtimestamp(ended.timestamp() - duration, tz=timezone.utc)

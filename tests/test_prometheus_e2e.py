@@ -32,6 +32,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from outbound_call_exporter.plugins import load_registry
+
 from conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +41,9 @@ DASHBOARD = REPO / "grafana" / "dashboards" / "outbound-calls.json"
 RULE_FILES = [REPO / "prometheus" / "rules.yml", REPO / "prometheus" / "alerts.yml"]
 SHIPPED_CONFIG = REPO / "prometheus" / "prometheus.yml"
 
-CALLS_PER_SECOND = 10  # about 2 a second per demo account: the volume the alerts are designed for
+#: demo traffic per fake provider (the demo spreads its calls over every installed fake): about
+#: 2 a second per demo account, the volume the alerts are designed for
+CALLS_PER_SECOND_PER_PROVIDER = 2.0
 QUIET_FROM_SECONDS = 20  # start-up: before the first scrape/poll, absence and staleness may be pending
 SPIKE_AT_SECONDS = 60  # normal traffic until then; afterwards ~35% technical failures
 FIRE_DEADLINE_SECONDS = 180  # the page fires ~2 minutes after the spike (target: 3)
@@ -232,7 +236,7 @@ def demo(tmp_path_factory):
     with log.open("w") as out:
         proc = subprocess.Popen(
             [exe, "demo", "--listen", f"127.0.0.1:{port}", "--store", str(workdir / "demo.db"),
-             "--duration", "400", "--calls-per-second", str(CALLS_PER_SECOND),
+             "--duration", "400", "--calls-per-second", str(CALLS_PER_SECOND_PER_PROVIDER * len(load_registry().fakes)),
              "--failure-spike-at", str(SPIKE_AT_SECONDS)],
             stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
         )

@@ -1,4 +1,4 @@
-"""Twilio call status (`GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`, HTTP Basic)."""
+"""Call status from a Twilio-compatible Calls API (`GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`, HTTP Basic)."""
 
 import base64
 from email.utils import parsedate_to_datetime
@@ -9,21 +9,21 @@ from pydantic import Field
 from outbound_call_exporter import CallParams, CallStatus, HeaderSecret, Provider, ProviderSettings, State, hookimpl
 
 
-class TwilioSettings(ProviderSettings):
+class SampleCallsSettings(ProviderSettings):
     account_sid: str = Field(pattern=r"^AC[0-9a-f]{32}$")
     auth_token: HeaderSecret  # a secret sent in a header: never logged, stored or returned
 
 
-class TwilioParams(CallParams):
+class SampleCallsParams(CallParams):
     call_id: str = Field(pattern=r"^CA[0-9a-f]{32}$")  # the Call SID
 
 
-class TwilioExample(Provider):
-    name = "twilio_example"
-    description = "Twilio Calls resource (example third-party plugin)"
-    default_base_url = "https://api.twilio.com"
-    Settings = TwilioSettings
-    Params = TwilioParams
+class SampleCalls(Provider):
+    name = "sample_calls"
+    description = "Twilio-compatible Calls API (example third-party plugin)"
+    default_base_url = "https://calls.example.com"
+    Settings = SampleCallsSettings
+    Params = SampleCallsParams
     status_map = {"queued": State.QUEUED, "ringing": State.DIALING, "in-progress": State.IN_PROGRESS,
                   "completed": State.COMPLETED, "busy": State.BUSY, "failed": State.FAILED,
                   "no-answer": State.NO_ANSWER, "canceled": State.CANCELLED}
@@ -46,17 +46,17 @@ class TwilioExample(Provider):
                           extras={"to": body["to"]} if body.get("to") else {})
 
 
-def _rfc2822(value):  # Twilio's timestamps: "Tue, 31 Aug 2010 20:36:28 +0000"
+def _rfc2822(value):  # RFC 2822, as Twilio writes them: "Tue, 31 Aug 2010 20:36:28 +0000"
     return parsedate_to_datetime(value) if value else None
 
 
 @hookimpl
 def register_providers(register):
-    register(TwilioExample)
+    register(SampleCalls)
 
 
 @hookimpl
 def register_fakes(register):
-    from .fake import TwilioExampleFake
+    from .fake import SampleCallsFake
 
-    register(TwilioExampleFake)
+    register(SampleCallsFake)
