@@ -33,7 +33,7 @@ from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from outbound_call_exporter import (CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall, Provider,
                                     ProviderSettings, State, hookimpl)
@@ -72,15 +72,21 @@ PublicUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$")]
 
 
 class TwilioSettings(ProviderSettings):
-    account_sid: AccountSid
-    auth_token: HeaderSecret | None = None
-    api_key_sid: ApiKeySid | None = None
-    api_key_secret: HeaderSecret | None = None
-    region: Literal["us1", "ie1", "au1", "jp1"] = "us1"
-    edge: Edge | None = None
+    account_sid: AccountSid = Field(description="the account's SID (AC + 32 hex), the path of every request")
+    auth_token: HeaderSecret | None = Field(
+        None, description="the account's auth token: HTTP Basic with the SID, and the key status callbacks are "
+                          "signed with (X-Twilio-Signature)")
+    api_key_sid: ApiKeySid | None = Field(
+        None, description="an API key's SID (SK + 32 hex) to authenticate requests instead of the auth token")
+    api_key_secret: HeaderSecret | None = Field(None, description="the API key's secret (with api_key_sid)")
+    region: Literal["us1", "ie1", "au1", "jp1"] = Field(
+        "us1", description="Twilio region whose API processes and stores the calls")
+    edge: Edge | None = Field(None, description="Twilio edge location to connect through (default: the region's own)")
     #: the exporter's webhook URL as Twilio calls it (scheme, host, path), when an ingress or
     #: proxy in front of the exporter changes it; the query string is taken as received
-    webhook_url: PublicUrl | None = None
+    webhook_url: PublicUrl | None = Field(
+        None, description="the public URL Twilio posts status callbacks to, when an ingress or proxy changes it "
+                          "(signatures are computed over it)")
 
     @model_validator(mode="after")
     def _credentials(self) -> "TwilioSettings":
@@ -92,17 +98,19 @@ class TwilioSettings(ProviderSettings):
 
 
 class TwilioParams(CallParams):
-    call_id: CallSid
+    call_id: CallSid = Field(description="the Call SID (CA + 32 hex) returned when the call was created")
 
 
 class Twilio(Provider):
     name = "twilio"
+    #: `to` is the person called (an outbound call); `from` is the caller id, the business's own number
+    destination_extras = frozenset({"to"})
     description = "Twilio Calls resource (HTTP Basic: account SID + auth token, or API key)"
     default_base_url = "https://api.twilio.com"
     Settings = TwilioSettings
     Params = TwilioParams
     status_map = STATUS_MAP
-    #: queued/ringing change within seconds; a talk lasts minutes (design.md polling policy)
+    #: queued/ringing change within seconds; a talk lasts minutes (docs/design.md polling policy)
     cadence = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 15.0}
     #: Twilio publishes no GET limit, only concurrency-based 429s: stay well below (decision)
     default_max_requests_per_second = 10.0

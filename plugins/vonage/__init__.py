@@ -26,7 +26,7 @@ import re
 from typing import Annotated, Any
 
 import httpx
-from pydantic import AfterValidator, SecretStr
+from pydantic import Field, AfterValidator, SecretStr
 
 from outbound_call_exporter import (CallParams, CallStatus, FailureReason, ListedCall, Provider, ProviderSettings,
                                     State, Uuid, classify_failure, hookimpl, parse_timestamp)
@@ -74,18 +74,21 @@ PrivateKey = Annotated[SecretStr, AfterValidator(_pem)]
 
 
 class VonageSettings(ProviderSettings):
-    application_id: Uuid
-    private_key: PrivateKey
+    application_id: Uuid = Field(description="the Vonage application's id (a UUID): the JWT's application_id")
+    private_key: PrivateKey = Field(description="the application's private key (PEM) every request's JWT is signed with")
     #: the account's signature secret, to verify signed event webhooks (optional)
-    signature_secret: SecretStr | None = None
+    signature_secret: SecretStr | None = Field(
+        None, description="the account's signature secret, to verify signed event webhooks (HS256 JWT)")
 
 
 class VonageParams(CallParams):
-    call_id: Uuid
+    call_id: Uuid = Field(description="the call's UUID returned when the call was created")
 
 
 class Vonage(Provider):
     name = "vonage"
+    #: `to` is the person called (an outbound call); `from` is the caller id, the business's own number
+    destination_extras = frozenset({"to"})
     description = "Vonage Voice API call details (Bearer JWT signed with the application's private key)"
     default_base_url = "https://api.nexmo.com"
     Settings = VonageSettings
@@ -154,12 +157,16 @@ def _failure(raw: str, state: State, reason: str | None) -> FailureReason | None
 
 
 def _number(endpoint: Any) -> str | None:
-    """The number of a `to`/`from` endpoint: an object, a list of them, or (webhooks) a string."""
+    """The number of a `to`/`from` endpoint (an object, a list of them, or, in webhooks, a
+    string) in E.164 with its `+`: Vonage writes `447700900000`, and the `+` is what lets the
+    privacy mask keep the country code (`+44•••••••00`) instead of only the last digits."""
     if isinstance(endpoint, list) and endpoint:
         endpoint = endpoint[0]
     if isinstance(endpoint, dict):
         endpoint = endpoint.get("number")
-    return endpoint if isinstance(endpoint, str) and endpoint else None
+    if not isinstance(endpoint, str) or not endpoint:
+        return None
+    return f"+{endpoint}" if endpoint.isdigit() else endpoint
 
 
 @hookimpl

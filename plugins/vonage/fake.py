@@ -132,7 +132,7 @@ class VonageFake(FakeProvider):
         record = {
             "_links": {"self": {"href": f"/calls/{call.call_id}"}}, "uuid": call.call_id,
             "conversation_uuid": f"CON-{uuid.uuid5(uuid.NAMESPACE_URL, call.call_id)}",
-            "to": {"type": "phone", "number": "447700900000"}, "from": {"type": "phone", "number": "447700900001"},
+            "to": {"type": "phone", "number": "447700900000"}, "from": {"type": "phone", "number": "442079460321"},
             "status": status, "direction": "outbound", "rate": "0.39",
             "price": f"{0.39 * talk / 60:.2f}" if terminal else None, "duration": str(talk) if terminal else None,
             "start_time": _time(call.created), "end_time": _time(ended), "network": "65512",

@@ -47,7 +47,7 @@ def test_lifecycles_to_each_terminal_state(tmp_path, registry, caplog):
                 if call.outcome is State.COMPLETED:
                     answered = call.created + call.steps[-2].after / fake.speed
                     assert abs(epoch(rec["answered_at"]) - answered) < 2 and rec["duration_seconds"] > 0
-                    assert rec["extras"]["to"] == "+14155551212"
+                    assert rec["extras"]["to"] == "+1•••••••12"  # masked by default (privacy)
                 else:
                     assert rec["answered_at"] is None and rec["duration_seconds"] is None
             for state in ("completed", "busy", "no_answer", "failed", "cancelled"):

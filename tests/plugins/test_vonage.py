@@ -122,14 +122,14 @@ def test_doc_example_parses(provider):
     assert s.state is State.COMPLETED and s.provider_status == "completed"
     assert s.created_at == utc(2015, 2, 4, 22, 45) and s.ended_at == s.state_since == utc(2015, 2, 4, 23, 45)
     assert s.duration_seconds == 60 and s.answered_at == utc(2015, 2, 4, 23, 44)
-    assert s.extras["to"] == "447700900000" and s.extras["from"] == "447700900001"
+    assert s.extras["to"] == "+447700900000" and s.extras["from"] == "+447700900001"
     assert s.extras["network"] == "65512" and "_links" not in s.extras
 
 
 def test_sdk_example_parses(provider):
     s = respond(provider, SDK_CALL)
     assert s.state is State.DIALING and s.created_at == s.state_since == utc(2020, 1, 1, 12)
-    assert s.ended_at is None and s.duration_seconds is None and s.extras["to"] == "447700900000"
+    assert s.ended_at is None and s.duration_seconds is None and s.extras["to"] == "+447700900000"
 
 
 @pytest.mark.parametrize("raw, state", sorted(STATUS_MAP.items()))
@@ -181,7 +181,7 @@ def test_completed_event(provider):
     assert listed.params == {"call_id": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"}
     s = listed.status
     assert s.state is State.COMPLETED and s.ended_at == s.state_since == utc(2020, 1, 1, 12)
-    assert s.duration_seconds == 2 and s.extras["to"] == "447700900000"
+    assert s.duration_seconds == 2 and s.extras["to"] == "+447700900000"
 
 
 @pytest.mark.parametrize("status, state", [("started", State.DIALING), ("ringing", State.DIALING),
