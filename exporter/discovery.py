@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import PollError
@@ -160,8 +161,11 @@ class ScopeWatcher:
         With `stop_below`, paging stops after a page whose oldest call was created before it.
         """
         scope = self.scope.scope
+        bound: dict[str, Any] = {}
+        if self.provider.list_filters_created_after and stop_below is not None:
+            bound["created_after"] = datetime.fromtimestamp(stop_below, tz=timezone.utc)
         for page in range(1, MAX_PAGES + 1):
-            result = await self.poller.fetch(self.provider.build_list_request(scope, page, status),
+            result = await self.poller.fetch(self.provider.build_list_request(scope, page, status, **bound),
                                              lambda r: self.provider.parse_list_response(scope, r))
             for listed in result.calls:
                 yield listed
