@@ -65,6 +65,8 @@ def test_every_terminal_state_is_reached_counted_and_kept(provider, tmp_path, re
         for reason in ("busy", "no_answer", "cancelled"):
             assert svc.metric("outbound_call_failures_total", reason=reason, **labels(provider)) == expected[reason]
         assert svc.metric("outbound_call_talk_time_seconds_count", **labels(provider)) == expected["completed"]
+        answered = 0 if provider == "retell" else expected["completed"]  # Retell gives no answer time
+        assert svc.metric("outbound_call_time_to_answer_seconds_count", **labels(provider)) == answered
         for call in calls:
             record = svc.call("acc", call.call_id)
             assert record["state"] == call.outcome.value and record["watching"] is False
@@ -188,3 +190,11 @@ def test_webhook_signature_is_verified(provider, header, settings, tmp_path, reg
         assert r.status_code == 202, r.text
         assert svc.call("acc", call.call_id)["state"] == "busy"
         assert svc.metric("outbound_call_webhooks_total", result="accepted", **labels(provider)) == 1
+
+
+def test_capabilities_are_declared(registry):
+    vapi, retell, bland = (registry.providers[n] for n in ("vapi", "retell", "bland"))
+    assert vapi.supports("list") and vapi.supports("webhook") and not vapi.supports("progress")
+    assert retell.supports("list") and retell.supports("webhook") and not retell.supports("progress")
+    assert bland.supports("webhook") and not bland.supports("list")
+    assert (vapi.scope_keys, retell.scope_keys) == ({"assistant_id", "phone_number_id"}, {"agent_id"})
