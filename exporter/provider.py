@@ -125,7 +125,8 @@ class Provider:
         """Page `page` (1-based) of the calls in `scope`, newest first, optionally one status.
 
         With `list_filters_created_after`, discovery calls it with a keyword argument
-        `created_after` too (an aware datetime, or None on a scope's first full listing).
+        `created_after` too (an aware datetime; absent on a scope's first full listing). When
+        the previous page's `CallPage.next_cursor` was set, it comes back as keyword `cursor`.
         """
         raise NotImplementedError
 

@@ -13,7 +13,7 @@ Status mapping (`call_status`, every documented value; docs/providers/retell.md)
 Times are epoch milliseconds: `start_timestamp` (the call's begin, used as its creation time),
 `end_timestamp`, and `duration_ms` (the connected call's length: talk time). Retell gives no
 answer time. Discovery and bulk refresh use `POST /v3/list-calls` (agent filter, newest first,
-`skip` = (page - 1) × limit); webhooks `call_started` / `call_ended` / `call_analyzed` carry the
+`pagination_key` cursor); webhooks `call_started` / `call_ended` / `call_analyzed` carry the
 call object and are verified with `x-retell-signature` (HMAC-SHA256 keyed with the API key).
 """
 
@@ -110,12 +110,15 @@ class Retell(Provider):
     #: `registered` is not a value the list filter accepts, so only `ongoing` calls refresh in bulk
     list_status_filters = ("ongoing",)
 
-    def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None) -> httpx.Request:  # type: ignore[override]
+    def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None,  # type: ignore[override]
+                           cursor: str | None = None) -> httpx.Request:
+        """The agent's calls newest first; pages after the first continue from `pagination_key`."""
         criteria: dict[str, Any] = {"agent": [{"agent_id": scope["agent_id"]}]}
         if status is not None:
             criteria["call_status"] = {"op": "in", "type": "enum", "value": [status]}
-        body = {"filter_criteria": criteria, "sort_order": "descending", "limit": PAGE_SIZE,
-                "skip": (page - 1) * PAGE_SIZE}
+        body: dict[str, Any] = {"filter_criteria": criteria, "sort_order": "descending", "limit": PAGE_SIZE}
+        if cursor is not None:
+            body["pagination_key"] = cursor
         return httpx.Request("POST", self.url("v3", "list-calls"), json=body, headers=self._headers())
 
     def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:  # type: ignore[override]
@@ -127,7 +130,9 @@ class Retell(Provider):
             raise ValueError("a list-calls response has `items`, calls with a `call_id`")
         calls = tuple(ListedCall({"call_id": i["call_id"], "agent_id": scope["agent_id"]}, self.parse_body(None, i))
                       for i in items)
-        return CallPage(calls, has_next=body.get("has_more") is True and bool(items))
+        key = body.get("pagination_key")
+        more = body.get("has_more") is True and bool(items) and isinstance(key, str) and bool(key)
+        return CallPage(calls, has_next=more, next_cursor=key if more else None)
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         event, call = body.get("event"), body.get("call")

@@ -24,6 +24,7 @@ from .signature import sign
 #: disconnection_reason of a call ending in each outcome
 REASONS = {State.COMPLETED: "user_hangup", State.BUSY: "dial_busy", State.NO_ANSWER: "dial_no_answer",
            State.FAILED: "dial_failed"}
+#: the `call_status` values the list filter accepts (`registered` is not one)
 LIST_STATUSES = ("not_connected", "ongoing", "ended", "error")
 
 
@@ -79,18 +80,25 @@ class RetellFake(FakeProvider):
             body = await request.json()
             criteria = body.get("filter_criteria") or {}
             agents = {a["agent_id"] for a in criteria.get("agent", [])}
-            statuses = set((criteria.get("call_status") or {}).get("value", LIST_STATUSES))
+            wanted = criteria.get("call_status")
+            statuses = set(wanted["value"]) if wanted else None  # no filter: every call, registered too
             limit, skip = int(body.get("limit", 50)), int(body.get("skip", 0))
+            key = body.get("pagination_key")
         except (ValueError, TypeError, KeyError, AttributeError):
             return _error(400, "Invalid request body")
-        if not statuses <= set(LIST_STATUSES) or not 1 <= limit <= 1000 or skip < 0:
+        if (statuses is not None and not statuses <= set(LIST_STATUSES)) or not 1 <= limit <= 1000 or skip < 0:
             return _error(400, "Invalid filter_criteria, limit or skip")
         now = time.time()
         calls = [c for c in self.matching({}, None, now)
                  if (not agents or c.params.get("agent_id") in agents)
-                 and c.steps[c.step_index(now, self.speed)].status in statuses]
+                 and (statuses is None or c.steps[c.step_index(now, self.speed)].status in statuses)]
         if body.get("sort_order") == "ascending":
             calls.reverse()
+        if key is not None:  # the opaque cursor: here, the last call id of the previous page
+            ids = [c.call_id for c in calls]
+            if key not in ids:
+                return _error(400, "Invalid pagination_key")
+            skip += ids.index(key) + 1
         chunk = calls[skip: skip + limit]
         more = skip + limit < len(calls)
         return web.json_response({"items": [self.render(c, c.step_index(now, self.speed), now) for c in chunk],

@@ -14,7 +14,7 @@ Status mapping (Vapi's OpenAPI `Call.status`, every value; docs/providers/vapi.m
 Times are Vapi's ISO 8601 `createdAt` / `startedAt` / `endedAt`; `startedAt` is when the call
 went live, so it is the answer time of an answered call and talk time is `endedAt - startedAt`
 (Vapi has no duration field). Discovery lists `GET /call?assistantId=|phoneNumberId=` with
-`createdAtGt` (Vapi has no page parameter: one listing of up to 1000 calls per cycle). Result
+`createdAtGt` (Vapi has no page parameter: a full page of 100 continues with `createdAtLt` its oldest call). Result
 webhooks are Vapi's server-URL messages `status-update` and `end-of-call-report`.
 """
 
@@ -44,8 +44,9 @@ STATUS_MAP = {
 NOT_FOUND_STATUS = "not-found"
 #: record fields kept in `extras` (transcripts, messages, costs and the customer stay at Vapi)
 EXTRAS = ("type", "endedReason", "assistantId", "phoneNumberId", "campaignId")
-#: Vapi's documented maximum of `limit` on `GET /call`
-LIST_LIMIT = 1000
+#: calls per listing: Vapi's default `limit` (a Call object is large: 1000, the maximum, would
+#: not fit the host's `max_response_bytes`)
+LIST_LIMIT = 100
 
 
 class VapiSettings(ProviderSettings):
@@ -117,16 +118,19 @@ class Vapi(Provider):
     list_filters_created_after = True
 
     def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None,  # type: ignore[override]
-                           created_after: datetime | None = None) -> httpx.Request:
-        """`GET /call` filtered by the scope's assistant or phone number, created after the bound."""
+                           created_after: datetime | None = None, cursor: str | None = None) -> httpx.Request:
+        """`GET /call` of the scope's assistant or phone number, created after the bound and (pages
+        after the first) before the previous page's oldest call: Vapi has no page parameter."""
         [(key, value)] = scope.items()
         query = {"assistantId" if key == "assistant_id" else "phoneNumberId": value, "limit": str(LIST_LIMIT)}
         if created_after is not None:
             query["createdAtGt"] = created_after.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        if cursor is not None:
+            query["createdAtLt"] = cursor
         return httpx.Request("GET", self.url("call", query=query), headers=self._headers())
 
     def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:  # type: ignore[override]
-        """Vapi answers a plain JSON array of Call objects (no paging: `has_next` is False)."""
+        """A plain JSON array of Call objects, newest first; a full one continues before its oldest."""
         self.raise_for_status(response)
         try:
             items = json.loads(response.content)
@@ -135,8 +139,10 @@ class Vapi(Provider):
         if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in items):
             raise PollError(ErrorReason.INVALID_RESPONSE, "a call list is a JSON array of calls with an `id`")
         [(key, value)] = scope.items()
-        return CallPage(tuple(ListedCall({"call_id": i["id"], key: value}, self.parse_body(None, i)) for i in items),
-                        has_next=False)
+        calls = tuple(ListedCall({"call_id": i["id"], key: value}, self.parse_body(None, i)) for i in items)
+        created = [(c.status.created_at, i["createdAt"]) for c, i in zip(calls, items) if c.status.created_at]
+        full = len(items) >= LIST_LIMIT and bool(created)
+        return CallPage(calls, has_next=full, next_cursor=min(created)[1] if full else None)
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         """A server-URL message: `status-update` (its `status`) or `end-of-call-report` (ended)."""

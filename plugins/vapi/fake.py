@@ -33,6 +33,15 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _ms(ts: float) -> int:
+    """Vapi's timestamps have millisecond precision: filters compare at that precision."""
+    return int(ts * 1000)
+
+
+def _parse_iso(value: str | None) -> int | None:
+    return None if value is None else _ms(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+
+
 def _error(status: int, error: str, message: str) -> web.Response:
     return web.json_response({"message": message, "error": error, "statusCode": status}, status=status)
 
@@ -83,15 +92,15 @@ class VapiFake(FakeProvider):
         q, now = request.query, time.time()
         try:
             limit = int(float(q.get("limit", "100")))
-            after = datetime.fromisoformat(q["createdAtGt"].replace("Z", "+00:00")).timestamp() \
-                if "createdAtGt" in q else None
+            after, before = (_parse_iso(q.get(k)) for k in ("createdAtGt", "createdAtLt"))
         except ValueError:
-            return _error(400, "Bad Request", "limit must be a number and createdAtGt a date-time")
+            return _error(400, "Bad Request", "limit must be a number and createdAt* a date-time")
         if not 0 <= limit <= 1000:
             return _error(400, "Bad Request", "limit must not be greater than 1000")
         ours = q.get("assistantId", self.assistant_id) == self.assistant_id and \
             q.get("phoneNumberId", self.phone_number_id) == self.phone_number_id
-        calls = [c for c in self.matching({}, None, now) if ours and (after is None or c.created > after)]
+        calls = [c for c in self.matching({}, None, now) if ours and (after is None or _ms(c.created) > after)
+                 and (before is None or _ms(c.created) < before)]
         return web.json_response([self.render(c, c.step_index(now, self.speed), now) for c in calls[:limit]])
 
     def webhook_body(self, call: FakeCall, now: float) -> dict[str, Any]:

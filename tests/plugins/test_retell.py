@@ -117,17 +117,20 @@ def test_errors_and_wrong_shapes(provider):
 
 
 def test_list_request_and_response(provider):
-    request = provider.build_list_request({"agent_id": AGENT}, 3, "ongoing")
+    request = provider.build_list_request({"agent_id": AGENT}, 1, "ongoing")
     assert request.method == "POST" and str(request.url) == "https://api.retellai.com/v3/list-calls"
     assert json.loads(request.content) == {
         "filter_criteria": {"agent": [{"agent_id": AGENT}],
                             "call_status": {"op": "in", "type": "enum", "value": ["ongoing"]}},
-        "sort_order": "descending", "limit": 100, "skip": 200}
+        "sort_order": "descending", "limit": 100}
     body = {"items": [ENDED, {**ENDED, "call_id": "call_2", "call_status": "ongoing"}], "has_more": True,
             "pagination_key": "call_2"}
     page = provider.parse_list_response({"agent_id": AGENT}, httpx.Response(200, json=body, request=request))
-    assert page.has_next and [c.params for c in page.calls] == [{"call_id": CALL, "agent_id": AGENT},
-                                                                {"call_id": "call_2", "agent_id": AGENT}]
+    assert page.has_next and page.next_cursor == "call_2"
+    assert json.loads(provider.build_list_request({"agent_id": AGENT}, 2, None, cursor="call_2").content)[
+        "pagination_key"] == "call_2"
+    assert [c.params for c in page.calls] == [{"call_id": CALL, "agent_id": AGENT},
+                                              {"call_id": "call_2", "agent_id": AGENT}]
     assert [c.status.state for c in page.calls] == [State.COMPLETED, State.IN_PROGRESS]
     with pytest.raises(ValueError):
         provider.parse_list_response({"agent_id": AGENT}, httpx.Response(200, json={"items": [{}]}, request=request))
@@ -168,3 +171,23 @@ def test_verify_webhook_reads_the_header_and_raw_body(provider):
         provider.verify_webhook(httpx.Request("POST", "http://x/h", content=body + b" ",
                                               headers={"x-retell-signature": good}))
     assert "key_123" not in str(info.value) and good not in str(info.value)
+
+
+def test_fake_pages_by_pagination_key():
+    from outbound_call_exporter_plugins.retell.fake import RetellFake
+
+    fake = RetellFake()
+    with fake.running():
+        ids = [fake.add_call().call_id for _ in range(230)]
+        p = Retell(RetellSettings(api_key=fake.credentials["api_key"]), fake.url)
+        scope, seen, cursor = {"agent_id": fake.agent_id}, [], None
+        with httpx.Client() as client:
+            for _ in range(10):
+                page = p.parse_list_response(scope, client.send(p.build_list_request(scope, 1, None, cursor=cursor)))
+                seen += [c.params["call_id"] for c in page.calls]
+                if not page.has_next:
+                    break
+                cursor = page.next_cursor
+            assert seen == ids[::-1]
+            bad = p.build_list_request(scope, 1, None, cursor="call_unknown")
+            assert client.send(bad).status_code == 400

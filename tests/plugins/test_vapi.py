@@ -135,12 +135,20 @@ def test_the_401_body_from_vapi_is_unauthorized(provider):
 def test_list_request_filters_by_scope_and_creation(provider):
     after = datetime(2026, 6, 11, 12, 0, 0, tzinfo=timezone.utc)
     request = provider.build_list_request({"assistant_id": ASSISTANT}, 1, None, created_after=after)
-    assert str(request.url) == (f"https://api.vapi.ai/call?assistantId={ASSISTANT}&limit=1000"
+    assert str(request.url) == (f"https://api.vapi.ai/call?assistantId={ASSISTANT}&limit=100"
                                 "&createdAtGt=2026-06-11T12%3A00%3A00Z")
     page = provider.parse_list_response({"assistant_id": ASSISTANT},
                                         httpx.Response(200, json=[CALL_OBJECT], request=request))
-    assert not page.has_next and page.calls[0].params == {"call_id": CALL, "assistant_id": ASSISTANT}
+    assert not page.has_next and page.next_cursor is None
+    assert page.calls[0].params == {"call_id": CALL, "assistant_id": ASSISTANT}
     assert page.calls[0].status.state is State.COMPLETED
+    full = [{**CALL_OBJECT, "id": f"{CALL[:-3]}{i:03d}", "createdAt": f"2026-06-11T12:{59 - i // 60:02d}:{59 - i % 60:02d}.000Z"}
+            for i in range(100)]
+    page = provider.parse_list_response({"assistant_id": ASSISTANT}, httpx.Response(200, json=full, request=request))
+    assert page.has_next and page.next_cursor == "2026-06-11T12:58:20.000Z"  # the oldest of a full page
+    request = provider.build_list_request({"phone_number_id": ASSISTANT}, 2, None, created_after=after,
+                                          cursor=page.next_cursor)
+    assert request.url.params["createdAtLt"] == "2026-06-11T12:58:20.000Z" and "phoneNumberId" in request.url.params
     for bad in ({"calls": []}, [{"no": "id"}], "x"):
         with pytest.raises(PollError):
             provider.parse_list_response({"assistant_id": ASSISTANT}, httpx.Response(200, json=bad, request=request))
@@ -159,3 +167,27 @@ def test_webhook_examples_from_the_server_url_docs(provider):
                 {"message": {"type": "status-update", "call": CALL_OBJECT}}, {"type": "status-update"}):
         with pytest.raises(ValueError):
             provider.parse_webhook(bad)
+
+
+def test_fake_pages_by_creation_time_until_every_call_is_seen():
+    import time
+
+    from outbound_call_exporter_plugins.vapi.fake import VapiFake
+
+    fake = VapiFake()
+    with fake.running():
+        ids = []
+        for _ in range(230):
+            ids.append(fake.add_call().call_id)
+            time.sleep(0.002)  # distinct milliseconds, as real creation times are
+        p = Vapi(VapiSettings(api_key=fake.credentials["api_key"]), fake.url)
+        scope, seen, cursor = {"assistant_id": fake.assistant_id}, [], None
+        with httpx.Client() as client:
+            for _ in range(10):
+                request = p.build_list_request(scope, 1, None, cursor=cursor)
+                page = p.parse_list_response(scope, client.send(request))
+                seen += [c.params["call_id"] for c in page.calls]
+                if not page.has_next:
+                    break
+                cursor = page.next_cursor
+        assert seen == ids[::-1]

@@ -127,8 +127,10 @@ def test_scope_discovers_calls_created_after_it(provider, scope, tmp_path, regis
     fake_cls, outcomes = SPECS[provider]
     fake = fake_cls(speed=20.0, seed=3)
     with fake.running():
-        old = fake.add_call(outcome=State.COMPLETED)  # created before the scope: not watched
-        time.sleep(0.05)
+        # created (and started: Retell has no time for a call still `registered`) before the scope
+        old = fake.add_call(steps=[Step(fake.raw_status[State.QUEUED], 0), Step(fake.raw_status[State.IN_PROGRESS], 0.1),
+                                   Step(fake.raw_status[State.COMPLETED], 2)])
+        time.sleep(0.1)
         with start(fake, tmp_path, registry, provider, watch=[scope],
                    poll_interval_seconds={"queued": 0.3, "dialing": 0.3, "in_progress": 0.3, "unknown": 0.3}) as svc:
             wait_until(lambda: fake.requests["list"] >= 1, message="a first listing")
