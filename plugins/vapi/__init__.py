@@ -14,7 +14,7 @@ Status mapping (Vapi's OpenAPI `Call.status`, every value; docs/providers/vapi.m
 Times are Vapi's ISO 8601 `createdAt` / `startedAt` / `endedAt`; `startedAt` is when the call
 went live, so it is the answer time of an answered call and talk time is `endedAt - startedAt`
 (Vapi has no duration field). Discovery lists `GET /call?assistantId=|phoneNumberId=` with
-`createdAtGt` (Vapi has no page parameter: a full page of 100 continues with `createdAtLt` its oldest call). Result
+`createdAtGt` (Vapi has no page parameter: a full page of 100 continues with `createdAtLe` its oldest call). Result
 webhooks are Vapi's server-URL messages `status-update` and `end-of-call-report`.
 """
 
@@ -120,17 +120,17 @@ class Vapi(Provider):
     def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None,  # type: ignore[override]
                            created_after: datetime | None = None, cursor: str | None = None) -> httpx.Request:
         """`GET /call` of the scope's assistant or phone number, created after the bound and (pages
-        after the first) before the previous page's oldest call: Vapi has no page parameter."""
+        after the first) up to the previous page's oldest call: Vapi has no page parameter."""
         [(key, value)] = scope.items()
         query = {"assistantId" if key == "assistant_id" else "phoneNumberId": value, "limit": str(LIST_LIMIT)}
         if created_after is not None:
             query["createdAtGt"] = created_after.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-        if cursor is not None:
-            query["createdAtLt"] = cursor
+        if cursor is not None:  # inclusive: calls created in the same millisecond are not skipped
+            query["createdAtLe"] = cursor
         return httpx.Request("GET", self.url("call", query=query), headers=self._headers())
 
     def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:  # type: ignore[override]
-        """A plain JSON array of Call objects, newest first; a full one continues before its oldest."""
+        """A plain JSON array of Call objects, newest first; a full one continues from its oldest."""
         self.raise_for_status(response)
         try:
             items = json.loads(response.content)
@@ -141,8 +141,10 @@ class Vapi(Provider):
         [(key, value)] = scope.items()
         calls = tuple(ListedCall({"call_id": i["id"], key: value}, self.parse_body(None, i)) for i in items)
         created = [(c.status.created_at, i["createdAt"]) for c, i in zip(calls, items) if c.status.created_at]
-        full = len(items) >= LIST_LIMIT and bool(created)
-        return CallPage(calls, has_next=full, next_cursor=min(created)[1] if full else None)
+        oldest = min(created)[1] if created else None
+        # a full page goes on from its oldest call, unless the whole page shares the bound it was asked for
+        full = len(items) >= LIST_LIMIT and oldest is not None and oldest != _request_param(response, "createdAtLe")
+        return CallPage(calls, has_next=full, next_cursor=oldest if full else None)
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         """A server-URL message: `status-update` (its `status`) or `end-of-call-report` (ended)."""
@@ -161,6 +163,13 @@ class Vapi(Provider):
             if isinstance(message.get(key), str):
                 record[key] = message[key]
         return ListedCall({"call_id": call["id"]}, self.parse_body(None, record))
+
+
+def _request_param(response: httpx.Response, name: str) -> str | None:
+    try:
+        return response.request.url.params.get(name)
+    except RuntimeError:  # a response built without its request
+        return None
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """A fake Vapi API, faithful to Vapi's OpenAPI and docs (docs/providers/reference/vapi.md).
 
-`GET /call/{id}` and `GET /call?assistantId&phoneNumberId&limit&createdAtGt` with
+`GET /call/{id}` and `GET /call?assistantId&phoneNumberId&limit&createdAtGt|Lt|Le` with
 `Authorization: Bearer <key>`; Call objects with `status` scheduled/queued/ringing/in-progress/
 forwarding/ended and, once ended, `endedReason`; NestJS error bodies
 (`{"message", "error", "statusCode"}`) for 400 (an id that is not a UUID), 401 and 404 (unknown
@@ -92,7 +92,7 @@ class VapiFake(FakeProvider):
         q, now = request.query, time.time()
         try:
             limit = int(float(q.get("limit", "100")))
-            after, before = (_parse_iso(q.get(k)) for k in ("createdAtGt", "createdAtLt"))
+            after, before, until = (_parse_iso(q.get(k)) for k in ("createdAtGt", "createdAtLt", "createdAtLe"))
         except ValueError:
             return _error(400, "Bad Request", "limit must be a number and createdAt* a date-time")
         if not 0 <= limit <= 1000:
@@ -100,7 +100,7 @@ class VapiFake(FakeProvider):
         ours = q.get("assistantId", self.assistant_id) == self.assistant_id and \
             q.get("phoneNumberId", self.phone_number_id) == self.phone_number_id
         calls = [c for c in self.matching({}, None, now) if ours and (after is None or _ms(c.created) > after)
-                 and (before is None or _ms(c.created) < before)]
+                 and (before is None or _ms(c.created) < before) and (until is None or _ms(c.created) <= until)]
         return web.json_response([self.render(c, c.step_index(now, self.speed), now) for c in calls[:limit]])
 
     def webhook_body(self, call: FakeCall, now: float) -> dict[str, Any]:
