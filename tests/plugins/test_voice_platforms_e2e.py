@@ -200,3 +200,21 @@ def test_capabilities_are_declared(registry):
     assert retell.supports("list") and retell.supports("webhook") and not retell.supports("progress")
     assert bland.supports("webhook") and not bland.supports("list")
     assert (vapi.scope_keys, retell.scope_keys) == ({"assistant_id", "phone_number_id"}, {"agent_id"})
+
+
+@pytest.mark.parametrize("provider, scope", [("vapi", {"assistant_id": VapiFake.assistant_id}),
+                                             ("retell", {"agent_id": RetellFake.agent_id})])
+def test_discovery_follows_the_cursor_past_one_page(provider, scope, tmp_path, registry):
+    fake_cls, _ = SPECS[provider]
+    fake = fake_cls(speed=1.0)
+    cadence = {"queued": 1.0, "dialing": 1.0, "in_progress": 1.0, "unknown": 1.0}
+    with fake.running(), start(fake, tmp_path, registry, provider, watch=[scope], poll_interval_seconds=cadence) as svc:
+        wait_until(lambda: fake.requests["list"] >= 1, message="a first listing")
+        steps = [Step(fake.raw_status[State.QUEUED], 0), Step(fake.raw_status[State.IN_PROGRESS], 0.5),
+                 Step(fake.raw_status[State.COMPLETED], 30)]
+        calls = [fake.add_call(steps=list(steps)) for _ in range(250)]
+        wait_until(lambda: svc.metric("outbound_call_discovered_total", source="scope", **labels(provider)) == 250,
+                   timeout=30, message="all 250 discovered")
+        assert fake.requests["list"] >= 4, "three pages of 100 in the cycle that found them"
+        assert {r["call_id"] for r in svc.client.get("/api/v1/calls", params={"limit": 1000}).json()["calls"]} \
+            == {c.call_id for c in calls}
