@@ -51,8 +51,9 @@ ERROR_REASONS = frozenset({"concurrency_limit_reached", "no_concurrency_fallback
                            "scam_detected", "registered_call_timeout"})
 #: record fields kept in `extras` (transcripts, recordings and numbers stay at Retell)
 EXTRAS = ("agent_id", "call_type", "direction", "disconnection_reason", "batch_call_id")
-#: calls per list page (Retell's `limit`)
-PAGE_SIZE = 100
+#: calls per list page (Retell's `limit`): an ended call carries its transcripts (tens of KB), so a
+#: page stays well inside the host's default `max_response_bytes` (1 MiB)
+PAGE_SIZE = 10
 
 
 class RetellSettings(ProviderSettings):

@@ -14,7 +14,7 @@ Status mapping (Vapi's OpenAPI `Call.status`, every value; docs/providers/vapi.m
 Times are Vapi's ISO 8601 `createdAt` / `startedAt` / `endedAt`; `startedAt` is when the call
 went live, so it is the answer time of an answered call and talk time is `endedAt - startedAt`
 (Vapi has no duration field). Discovery lists `GET /call?assistantId=|phoneNumberId=` with
-`createdAtGt` (Vapi has no page parameter: a full page of 100 continues with `createdAtLe` its oldest call). Result
+`createdAtGt` (Vapi has no page parameter: a full page continues with `createdAtLe` its oldest call). Result
 webhooks are Vapi's server-URL messages `status-update` and `end-of-call-report`.
 """
 
@@ -44,9 +44,9 @@ STATUS_MAP = {
 NOT_FOUND_STATUS = "not-found"
 #: record fields kept in `extras` (transcripts, messages, costs and the customer stay at Vapi)
 EXTRAS = ("type", "endedReason", "assistantId", "phoneNumberId", "campaignId")
-#: calls per listing: Vapi's default `limit` (a Call object is large: 1000, the maximum, would
-#: not fit the host's `max_response_bytes`)
-LIST_LIMIT = 100
+#: calls per listing: an ended Call object carries its messages and transcript (tens of KB), so a
+#: page stays well inside the host's default `max_response_bytes` (1 MiB); Vapi allows up to 1000
+LIST_LIMIT = 10
 
 
 class VapiSettings(ProviderSettings):
@@ -125,8 +125,9 @@ class Vapi(Provider):
         query = {"assistantId" if key == "assistant_id" else "phoneNumberId": value, "limit": str(LIST_LIMIT)}
         if created_after is not None:
             query["createdAtGt"] = created_after.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-        if cursor is not None:  # inclusive: calls created in the same millisecond are not skipped
-            query["createdAtLe"] = cursor
+        if cursor is not None:  # inclusive, so calls created in the same millisecond are not skipped,
+            # unless a whole page shared that millisecond: then past it (`<` marks the cursor)
+            query["createdAtLt" if cursor.startswith("<") else "createdAtLe"] = cursor.removeprefix("<")
         return httpx.Request("GET", self.url("call", query=query), headers=self._headers())
 
     def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:  # type: ignore[override]
@@ -142,9 +143,11 @@ class Vapi(Provider):
         calls = tuple(ListedCall({"call_id": i["id"], key: value}, self.parse_body(None, i)) for i in items)
         created = [(c.status.created_at, i["createdAt"]) for c, i in zip(calls, items) if c.status.created_at]
         oldest = min(created)[1] if created else None
-        # a full page goes on from its oldest call, unless the whole page shares the bound it was asked for
-        full = len(items) >= LIST_LIMIT and oldest is not None and oldest != _request_param(response, "createdAtLe")
-        return CallPage(calls, has_next=full, next_cursor=oldest if full else None)
+        if len(items) < LIST_LIMIT or oldest is None:
+            return CallPage(calls, has_next=False)
+        # a full page goes on from its oldest call; one that all shares the bound it asked for, past it
+        stuck = oldest == _request_param(response, "createdAtLe")
+        return CallPage(calls, has_next=True, next_cursor=f"<{oldest}" if stuck else oldest)
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         """A server-URL message: `status-update` (its `status`) or `end-of-call-report` (ended)."""

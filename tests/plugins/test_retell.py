@@ -122,7 +122,7 @@ def test_list_request_and_response(provider):
     assert json.loads(request.content) == {
         "filter_criteria": {"agent": [{"agent_id": AGENT}],
                             "call_status": {"op": "in", "type": "enum", "value": ["ongoing"]}},
-        "sort_order": "descending", "limit": 100}
+        "sort_order": "descending", "limit": 10}
     body = {"items": [ENDED, {**ENDED, "call_id": "call_2", "call_status": "ongoing"}], "has_more": True,
             "pagination_key": "call_2"}
     page = provider.parse_list_response({"agent_id": AGENT}, httpx.Response(200, json=body, request=request))
@@ -182,7 +182,7 @@ def test_fake_pages_by_pagination_key():
         p = Retell(RetellSettings(api_key=fake.credentials["api_key"]), fake.url)
         scope, seen, cursor = {"agent_id": fake.agent_id}, [], None
         with httpx.Client() as client:
-            for _ in range(10):
+            for _ in range(30):
                 page = p.parse_list_response(scope, client.send(p.build_list_request(scope, 1, None, cursor=cursor)))
                 seen += [c.params["call_id"] for c in page.calls]
                 if not page.has_next:

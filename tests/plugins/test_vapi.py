@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from outbound_call_exporter import ErrorReason, FailureReason, PollError, State
-from outbound_call_exporter_plugins.vapi import STATUS_MAP, Vapi, VapiParams, VapiSettings
+from outbound_call_exporter_plugins.vapi import LIST_LIMIT, STATUS_MAP, Vapi, VapiParams, VapiSettings
 from outbound_call_exporter_plugins.vapi.reasons import classify
 
 CALL = "c1a2b3c4-d5e6-4f70-8a9b-0c1d2e3f4a5b"
@@ -135,7 +135,7 @@ def test_the_401_body_from_vapi_is_unauthorized(provider):
 def test_list_request_filters_by_scope_and_creation(provider):
     after = datetime(2026, 6, 11, 12, 0, 0, tzinfo=timezone.utc)
     request = provider.build_list_request({"assistant_id": ASSISTANT}, 1, None, created_after=after)
-    assert str(request.url) == (f"https://api.vapi.ai/call?assistantId={ASSISTANT}&limit=100"
+    assert str(request.url) == (f"https://api.vapi.ai/call?assistantId={ASSISTANT}&limit={LIST_LIMIT}"
                                 "&createdAtGt=2026-06-11T12%3A00%3A00Z")
     page = provider.parse_list_response({"assistant_id": ASSISTANT},
                                         httpx.Response(200, json=[CALL_OBJECT], request=request))
@@ -143,15 +143,18 @@ def test_list_request_filters_by_scope_and_creation(provider):
     assert page.calls[0].params == {"call_id": CALL, "assistant_id": ASSISTANT}
     assert page.calls[0].status.state is State.COMPLETED
     full = [{**CALL_OBJECT, "id": f"{CALL[:-3]}{i:03d}", "createdAt": f"2026-06-11T12:{59 - i // 60:02d}:{59 - i % 60:02d}.000Z"}
-            for i in range(100)]
+            for i in range(LIST_LIMIT)]
     page = provider.parse_list_response({"assistant_id": ASSISTANT}, httpx.Response(200, json=full, request=request))
-    assert page.has_next and page.next_cursor == "2026-06-11T12:58:20.000Z"  # the oldest of a full page
+    oldest = min(item["createdAt"] for item in full)
+    assert page.has_next and page.next_cursor == oldest  # the oldest of a full page
     request = provider.build_list_request({"phone_number_id": ASSISTANT}, 2, None, created_after=after,
                                           cursor=page.next_cursor)
-    assert request.url.params["createdAtLe"] == "2026-06-11T12:58:20.000Z" and "phoneNumberId" in request.url.params
-    same = [{**item, "createdAt": "2026-06-11T12:58:20.000Z"} for item in full]  # a page all at its own bound
-    assert not provider.parse_list_response({"assistant_id": ASSISTANT},
-                                            httpx.Response(200, json=same, request=request)).has_next
+    assert request.url.params["createdAtLe"] == oldest and "phoneNumberId" in request.url.params
+    same = [{**item, "createdAt": oldest} for item in full]  # a page all at its own bound goes past it
+    page = provider.parse_list_response({"assistant_id": ASSISTANT}, httpx.Response(200, json=same, request=request))
+    assert page.has_next and page.next_cursor == f"<{oldest}"
+    request = provider.build_list_request({"assistant_id": ASSISTANT}, 3, None, cursor=page.next_cursor)
+    assert request.url.params["createdAtLt"] == oldest and "createdAtLe" not in request.url.params
     for bad in ({"calls": []}, [{"no": "id"}], "x"):
         with pytest.raises(PollError):
             provider.parse_list_response({"assistant_id": ASSISTANT}, httpx.Response(200, json=bad, request=request))
@@ -187,11 +190,11 @@ def test_fake_pages_by_creation_time_until_every_call_is_seen():
         p = Vapi(VapiSettings(api_key=fake.credentials["api_key"]), fake.url)
         scope, seen, cursor = {"assistant_id": fake.assistant_id}, [], None
         with httpx.Client() as client:
-            for _ in range(10):
+            for _ in range(60):
                 request = p.build_list_request(scope, 1, None, cursor=cursor)
                 page = p.parse_list_response(scope, client.send(request))
                 seen += [c.params["call_id"] for c in page.calls]
                 if not page.has_next:
                     break
                 cursor = page.next_cursor
-        assert set(seen) == set(ids) and len(seen) < len(ids) + 10  # page boundaries repeat a few, miss none
+        assert set(seen) == set(ids) and len(seen) < len(ids) + 60  # page boundaries repeat a few, miss none
