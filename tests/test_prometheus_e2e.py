@@ -217,7 +217,10 @@ def demo(tmp_path_factory):
     with log.open("w") as out:
         proc = subprocess.Popen(
             [exe, "demo", "--listen", f"127.0.0.1:{port}", "--store", str(workdir / "demo.db"),
-             "--duration", "300", "--failure-spike-at", str(SPIKE_AT_SECONDS)],
+             "--duration", "300", "--failure-spike-at", str(SPIKE_AT_SECONDS),
+             # the demo spreads its calls over every installed fake (ten providers): keep each
+             # provider's share near 0.4 calls/s, so per-provider panels fill as quickly as before
+             "--calls-per-second", "4"],
             stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
         )
     try:
