@@ -14,8 +14,9 @@ Status mapping (Vapi's OpenAPI `Call.status`, every value; docs/providers/vapi.m
 Times are Vapi's ISO 8601 `createdAt` / `startedAt` / `endedAt`; `startedAt` is when the call
 went live, so it is the answer time of an answered call and talk time is `endedAt - startedAt`
 (Vapi has no duration field). Discovery lists `GET /call?assistantId=|phoneNumberId=` with
-`createdAtGt` (Vapi has no page parameter: a full page continues with `createdAtLe` its oldest call). Result
-webhooks are Vapi's server-URL messages `status-update` and `end-of-call-report`.
+`createdAtGt`; Vapi has no page parameter, so a full page continues from its oldest call
+(`createdAtLe`, the host's cursor). Result webhooks are Vapi's server-URL messages
+`status-update` and `end-of-call-report`.
 """
 
 from __future__ import annotations
