@@ -257,9 +257,13 @@ def validate_scope(cls: type[Provider], value: Any) -> dict[str, str]:
     if key not in cls.scope_keys:
         supported = ", ".join(sorted(cls.scope_keys))
         raise ScopeInvalid(f"scope key {str(key)[:32]!r} is not supported by {cls.name} (supported: {supported})")
+    if not isinstance(scope_value, str):
+        raise ScopeInvalid("must be a string", key)
     info = cls.Params.model_fields[key]
+    # an optional param (`Uuid | None = None`) carries no metadata of its own
+    annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
     try:
-        TypeAdapter(Annotated[info.annotation, *info.metadata]).validate_python(scope_value)
+        TypeAdapter(annotation).validate_python(scope_value)
     except ValidationError as exc:
         raise ScopeInvalid(reason(exc.errors(include_input=False)[0], (key,), []), key) from None
     return {key: scope_value}

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import PollError
@@ -160,9 +161,15 @@ class ScopeWatcher:
         With `stop_below`, paging stops after a page whose oldest call was created before it.
         """
         scope = self.scope.scope
+        extra: dict[str, Any] = {}
+        if self.provider.list_filters_created_after and stop_below is not None:
+            extra["created_after"] = datetime.fromtimestamp(stop_below, tz=timezone.utc)
         for page in range(1, MAX_PAGES + 1):
-            result = await self.poller.fetch(self.provider.build_list_request(scope, page, status),
+            result = await self.poller.fetch(self.provider.build_list_request(scope, page, status, **extra),
                                              lambda r: self.provider.parse_list_response(scope, r))
+            extra.pop("cursor", None)
+            if result.next_cursor is not None:  # cursor paging: only plugins that return one get it
+                extra["cursor"] = result.next_cursor
             for listed in result.calls:
                 yield listed
             oldest = [c.status.created_at.timestamp() for c in result.calls if c.status.created_at]

@@ -112,10 +112,15 @@ class ListedCall:
 
 @dataclass(frozen=True, slots=True)
 class CallPage:
-    """One page of a provider's list endpoint."""
+    """One page of a provider's list endpoint.
+
+    `next_cursor` is for APIs that page by cursor (an opaque key, or the last item's creation
+    time): the host passes it back to `build_list_request` as `cursor` for the next page.
+    """
 
     calls: tuple[ListedCall, ...]
     has_next: bool
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

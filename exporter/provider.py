@@ -122,9 +122,17 @@ class Provider:
     list_status_filters: ClassVar[tuple[str, ...]] = ()
     #: when True, a scope lists calls created before it was added too (a batch: all its jobs)
     scope_includes_past: ClassVar[bool] = False
+    #: when True, discovery also passes `created_after` (the oldest creation time it still
+    #: needs) to `build_list_request`, for APIs that filter by creation time instead of paging
+    list_filters_created_after: ClassVar[bool] = False
 
     def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None) -> httpx.Request:
-        """Page `page` (1-based) of the calls in `scope`, newest first, optionally one status."""
+        """Page `page` (1-based) of the calls in `scope`, newest first, optionally one status.
+
+        With `list_filters_created_after`, discovery calls it with a keyword argument
+        `created_after` too (an aware datetime; absent on a scope's first full listing). When
+        the previous page's `CallPage.next_cursor` was set, it comes back as keyword `cursor`.
+        """
         raise NotImplementedError
 
     def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
