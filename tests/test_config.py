@@ -91,8 +91,8 @@ ERROR_CLASSES = {
     "repeated account name": (lambda t: t + "  - name: telzino-main\n    provider: telzino\n", {},
                               "accounts: account names must be unique; repeated: telzino-main"),
     "unknown provider": (_replace("provider: telzino", "provider: nosuch"), {},
-                         "accounts[0] (telzino-main).provider: unknown provider 'nosuch' (available: polyai_agents, "
-                         "polyai_connector, polyai_platform, telzino, trillet)"),
+                         "accounts[0] (telzino-main).provider: unknown provider 'nosuch' (available: bland, polyai_agents, "
+                         "polyai_connector, polyai_platform, retell, telzino, trillet, twilio, vapi, vonage)"),
     "plugin settings": (_replace("token_file", "tokn_file"), {},
                         "accounts[0] (telzino-main).settings.token: required, but missing\n{file}: accounts[0] "
                         "(telzino-main).settings.tokn_file: unknown key; did you mean token_file?"),

@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from outbound_call_exporter import (CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall, Provider,
                                     ProviderSettings, State, Uuid, WebhookSignatureError, classify_failure, hookimpl,
@@ -62,13 +62,13 @@ EXTRAS = ("status", "answered_by", "call_ended_by", "error_message", "batch_id")
 
 
 class BlandSettings(ProviderSettings):
-    api_key: HeaderSecret
+    api_key: HeaderSecret = Field(description="Bland API key, sent raw in the authorization header")
     #: the webhook signing secret (Bland dashboard, Account Settings → Keys); unset: no check
-    webhook_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = Field(None, description="webhook signing secret: verifies X-Webhook-Signature (unset: no check)")
 
 
 class BlandParams(CallParams):
-    call_id: Uuid
+    call_id: Uuid = Field(description="the call_id (UUID) Bland returned when the call was created")
 
 
 class Bland(Provider):

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import httpx
+from pydantic import Field
 
 from outbound_call_exporter import (CallPage, CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall,
                                     PathSegment, Provider, ProviderSettings, State, hookimpl, parse_timestamp)
@@ -57,13 +58,13 @@ PAGE_SIZE = 10
 
 
 class RetellSettings(ProviderSettings):
-    api_key: HeaderSecret
+    api_key: HeaderSecret = Field(description="Retell API key, sent as Authorization: Bearer; also verifies x-retell-signature")
 
 
 class RetellParams(CallParams):
     """`call_id` is Retell's call id; `agent_id` only ties a call to an agent scope."""
 
-    agent_id: PathSegment | None = None
+    agent_id: PathSegment | None = Field(None, description="the agent that placed the call: ties it to an agent scope")
 
 
 class Retell(Provider):

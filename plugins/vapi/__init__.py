@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import httpx
+from pydantic import Field
 
 from outbound_call_exporter import (CallPage, CallParams, CallStatus, ErrorReason, HeaderSecret, ListedCall, PollError,
                                     Provider, ProviderSettings, State, Uuid, hookimpl, parse_timestamp)
@@ -51,15 +52,15 @@ LIST_LIMIT = 10
 
 
 class VapiSettings(ProviderSettings):
-    api_key: HeaderSecret
+    api_key: HeaderSecret = Field(description="Vapi private API key, sent as Authorization: Bearer")
 
 
 class VapiParams(CallParams):
     """`call_id` is the call's UUID; `assistant_id` / `phone_number_id` only tie it to a scope."""
 
-    call_id: Uuid
-    assistant_id: Uuid | None = None
-    phone_number_id: Uuid | None = None
+    call_id: Uuid = Field(description="the call's UUID returned when it was created")
+    assistant_id: Uuid | None = Field(None, description="the assistant (UUID) that placed the call: ties it to an assistant scope")
+    phone_number_id: Uuid | None = Field(None, description="the phone number (UUID) it was placed from: ties it to a phone-number scope")
 
 
 class Vapi(Provider):
