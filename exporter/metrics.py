@@ -14,7 +14,7 @@ import platform
 from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -23,6 +23,9 @@ from prometheus_client.utils import floatToGoString
 
 from ._version import __version__
 from .model import ACTIVE_STATES, FINAL_STATES, ErrorReason, FailureReason, State
+
+if TYPE_CHECKING:
+    from .lifecycle import Outcome
 
 # `_created` series double the output and no dashboard uses them; rate() handles restarts.
 disable_created_metrics()
@@ -55,10 +58,12 @@ class AccountView(Protocol):
 
     def up(self, now: float) -> bool: ...
 
-    def batch_progress(self) -> Iterable[tuple[str, Mapping[str, int]]]: ...
-
     @property
     def last_success(self) -> float: ...
+
+
+#: one watched batch's job counters: (provider, account, batch id, {job state: count})
+BatchJobs = tuple[str, str, str, Mapping[str, int]]
 
 
 @dataclass(frozen=True)
@@ -78,12 +83,28 @@ class AccountMetrics:
     discovered: Mapping[str, Counter]
     webhooks: Mapping[str, Counter]
 
+    def count_finished(self, outcome: Outcome) -> None:
+        """Everything a call reaching its terminal state counts, once."""
+        state = outcome.finished
+        assert state is not None
+        self.finished[state].inc()
+        if outcome.time_to_terminal is not None and state in self.time_to_terminal:
+            self.time_to_terminal[state].observe(outcome.time_to_terminal)
+        if outcome.talk_time is not None:
+            self.talk_time.observe(outcome.talk_time)
+        failure = outcome.failure_reason or STATE_FAILURE_REASON.get(state)
+        if failure is not None and state not in (State.COMPLETED, State.EXPIRED):
+            self.failures[failure].inc()
+        if outcome.sip_status_code is not None and state is not State.COMPLETED:
+            self.sip_failures(sip_code_label(outcome.sip_status_code)).inc()
+
 
 class Metrics:
     """The exporter's own registry and metric families."""
 
     def __init__(self, buckets: Sequence[float], accounts: Callable[[], Iterable[AccountView]],
-                 clock: Callable[[], float], store_write_errors: Callable[[], int] = lambda: 0) -> None:
+                 clock: Callable[[], float], store_write_errors: Callable[[], int] = lambda: 0,
+                 batches: Callable[[], Iterable[BatchJobs]] = tuple) -> None:
         self.registry = CollectorRegistry()
         labels = ["provider", "account"]
         r = self.registry
@@ -117,7 +138,7 @@ class Metrics:
                                   "exporter learned of them (api, scope, webhook).", labels + ["source"], registry=r)
         self.webhooks = Counter("outbound_call_webhooks", "Result webhooks received, by result (accepted, "
                                 "rejected, unknown_call).", labels + ["result"], registry=r)
-        r.register(StateCollector(accounts, clock, store_write_errors))
+        r.register(StateCollector(accounts, clock, store_write_errors, batches))
 
     def add_account(self, provider: str, account: str) -> AccountMetrics:
         lv = (provider, account)
@@ -212,10 +233,11 @@ class StateCollector(Collector):
     """Scrape-time gauges computed from the in-memory per-account state."""
 
     def __init__(self, accounts: Callable[[], Iterable[AccountView]], clock: Callable[[], float],
-                 store_write_errors: Callable[[], int]) -> None:
+                 store_write_errors: Callable[[], int], batches: Callable[[], Iterable[BatchJobs]]) -> None:
         self._accounts = accounts
         self._clock = clock
         self._store_write_errors = store_write_errors
+        self._batches = batches
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
@@ -237,10 +259,9 @@ class StateCollector(Collector):
                                     "Jobs of each watched, incomplete batch by the provider's job state "
                                     "(the provider's own counters).",
                                     labels=["provider", "account", "batch", "state"])
-        for acc in self._accounts():
-            for batch, counts in acc.batch_progress():
-                for state, value in counts.items():
-                    batches.add_metric([acc.provider_name, acc.name, batch, state], value)
+        for provider, account, batch, counts in self._batches():
+            for state, value in counts.items():
+                batches.add_metric([provider, account, batch, state], value)
         yield batches
         yield CounterMetricFamily("outbound_call_store_write_errors",
                                   "Failed writes of poll results to the store (kept in memory and retried).",

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from outbound_call_exporter import scheduler
+from outbound_call_exporter import health
 from outbound_call_exporter.fakes import Fault, Step, http_date_in
 
 from conftest import wait_until
@@ -154,7 +154,7 @@ def test_429_without_retry_after_backs_off_exponentially(tmp_path, registry):
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_failure_pauses_the_account_and_marks_it_down(tmp_path, registry, monkeypatch, status):
-    monkeypatch.setattr(scheduler, "AUTH_BACKOFF_BASE_SECONDS", 1.0)  # 5 s in production: scaled for time
+    monkeypatch.setattr(health, "AUTH_BACKOFF_BASE_SECONDS", 1.0)  # 5 s in production: scaled for time
     with scene(tmp_path, registry) as s:
         s.victim.inject(Fault("status", status=status, body=b'{"error": "Unauthorized"}'), times=None)
         s.register(victims=2)  # few calls: see the burst case below for why
@@ -175,7 +175,7 @@ def test_a_burst_of_concurrent_401s_is_one_auth_failure(tmp_path, registry, monk
     """Credentials revoked while 12 requests are in flight: that is one failure, so the first
     pause is base + U(0, 2 x base) (README: 5 s, 10 s, ... 5 min), not minutes. Twice, so that
     a lucky draw of the long pause cannot pass it."""
-    monkeypatch.setattr(scheduler, "AUTH_BACKOFF_BASE_SECONDS", 1.0)
+    monkeypatch.setattr(health, "AUTH_BACKOFF_BASE_SECONDS", 1.0)
     with scene(tmp_path, registry) as s:
         calls = [s.victim.add_call(steps=[Step("queued", 0)]) for _ in range(12)]
         for round_ in range(2):
@@ -195,7 +195,7 @@ def test_a_burst_of_concurrent_401s_is_one_auth_failure(tmp_path, registry, monk
 
 def test_unknown_status_is_polled_at_its_cadence_and_logged_once(tmp_path, registry, caplog):
     value = f"teleporting-{uuid.uuid4().hex[:6]}"
-    with caplog.at_level(logging.WARNING, logger="outbound_call_exporter.scheduler"), scene(tmp_path, registry) as s:
+    with caplog.at_level(logging.WARNING, logger="outbound_call_exporter.poller"), scene(tmp_path, registry) as s:
         s.victim.inject(Fault("unknown_status", value=value), times=None)
         s.register()
         calls = len(s.victim_calls)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 
-from outbound_call_exporter import State, scheduler
+from outbound_call_exporter import State, health
 from outbound_call_exporter.fakes import Fault
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
@@ -21,7 +21,7 @@ WINDOW = 5.0
 
 
 def test_one_provider_down_all_along_leaves_every_other_account_alone(tmp_path, registry, monkeypatch):
-    monkeypatch.setattr(scheduler, "DOWN_AFTER_SECONDS", 2.0)  # 60 s in production: scaled for time
+    monkeypatch.setattr(health, "DOWN_AFTER_SECONDS", 2.0)  # 60 s in production: scaled for time
     healthy = {f"ok-{name}": cls(seed=i) for i, (name, cls) in enumerate(sorted(registry.fakes.items()))}
     hung = TelzinoFake(seed=99)
     with ExitStack() as stack:
