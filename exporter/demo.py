@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import Config
 from .errors import RequestError
-from .fakes import DEFAULT_MIX, SPIKE_MIX, FakeProvider
+from .testing import DEFAULT_MIX, SPIKE_MIX, FakeProvider
 from .plugins import Registry
 from .server import serve
 from .service import Service

@@ -19,4 +19,4 @@ def register_providers(register: Callable[[type], None]) -> None:
 
 @hookspec
 def register_fakes(register: Callable[[type], None]) -> None:
-    """Register fake provider servers (subclasses of `fakes.FakeProvider`) for tests and `demo`."""
+    """Register fake provider servers (subclasses of `outbound_call_exporter.testing.FakeProvider`) for tests and `demo`."""

@@ -156,7 +156,7 @@ def _check_provider(cls: type) -> None:
 
 
 def _check_fake(cls: type) -> None:
-    from .fakes import FakeProvider
+    from .testing import FakeProvider
 
     if not (isinstance(cls, type) and issubclass(cls, FakeProvider)):
         raise TypeError(f"{cls!r} is not a FakeProvider subclass")

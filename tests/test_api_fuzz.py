@@ -11,7 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter.openapi import SPEC
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from outbound_call_exporter.fakes import FakeCall, FakeProvider
+from outbound_call_exporter.testing import FakeCall, FakeProvider
 from outbound_call_exporter import State
 
 #: SIP codes Telzino reports for calls that failed at the telephony layer (doc: 486 busy, 480 no answer)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider, Step
+from outbound_call_exporter.testing import FakeCall, FakeProvider, Step
 
 #: what Trillet writes in `error` for each way a job fails (the busy text is the doc's own)
 ERRORS = {

@@ -10,7 +10,7 @@ import time
 from contextlib import ExitStack
 
 from outbound_call_exporter import State, health
-from outbound_call_exporter.fakes import Fault
+from outbound_call_exporter.testing import faults
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
 from conftest import account, make_config, running_service, wait_until
@@ -27,7 +27,7 @@ def test_one_provider_down_all_along_leaves_every_other_account_alone(tmp_path, 
     with ExitStack() as stack:
         for fake in [*healthy.values(), hung]:
             stack.enter_context(fake.running())
-        hung.inject(Fault("hang"), times=None)
+        hung.inject(faults.hang(), times=None)
         dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there, ever
         accounts = [account(name, f.provider, f.url, f.demo_settings()) for name, f in healthy.items()]
         accounts += [account("dead", "telzino", dead_url, hung.demo_settings()),
