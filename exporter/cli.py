@@ -136,7 +136,7 @@ def _registry() -> Registry:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     registry = load_registry()
-    rows = [{
+    rows: list[dict[str, Any]] = [{
         "name": cls.name,
         "description": cls.description,
         "default_base_url": cls.default_base_url,

@@ -16,10 +16,10 @@ from typing import Any
 
 from .config import Config
 from .errors import RequestError
-from .testing import DEFAULT_MIX, SPIKE_MIX, FakeProvider
 from .plugins import Registry
 from .server import serve
 from .service import Service
+from .testing import DEFAULT_MIX, SPIKE_MIX, FakeProvider
 
 log = logging.getLogger(__name__)
 

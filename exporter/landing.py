@@ -84,7 +84,7 @@ async def recent_finished(service: Service) -> list[CallRecord]:
     """The latest finished calls: the newest few of each terminal state, merged by end time."""
     records: list[CallRecord] = []
     for state in FINAL_STATES:
-        page, _ = await service.store.list(CallQuery(state=state.value, limit=RECENT))
+        page, _ = await service.store.list_calls(CallQuery(state=state.value, limit=RECENT))
         records += page
     records.sort(key=lambda r: r.ended_at or r.last_polled_at or 0.0, reverse=True)
     return records[:RECENT]

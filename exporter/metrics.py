@@ -13,6 +13,7 @@ import math
 import platform
 from bisect import bisect_left
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
@@ -54,7 +55,9 @@ class AccountView(Protocol):
 
     name: str
     provider_name: str
-    counts: Mapping[State, int]
+
+    @property
+    def counts(self) -> Mapping[State, int]: ...
 
     def up(self, now: float) -> bool: ...
 
@@ -140,6 +143,9 @@ class Metrics:
                                 "rejected, unknown_call).", labels + ["result"], registry=r)
         r.register(StateCollector(accounts, clock, store_write_errors, batches))
 
+    def _sip_failure(self, lv: tuple[str, str], code: str) -> Counter:
+        return self.sip_failures.labels(*lv, code)
+
     def add_account(self, provider: str, account: str) -> AccountMetrics:
         lv = (provider, account)
         return AccountMetrics(
@@ -153,7 +159,7 @@ class Metrics:
             time_to_answer=self.time_to_answer.labels(*lv),
             talk_time=self.talk_time.labels(*lv),
             failures={f: self.failures.labels(*lv, f.value) for f in FailureReason},
-            sip_failures=lambda code, _lv=lv: self.sip_failures.labels(*_lv, code),
+            sip_failures=partial(self._sip_failure, lv),
             discovered={src: self.discovered.labels(*lv, src) for src in DISCOVERY_SOURCES},
             webhooks={res: self.webhooks.labels(*lv, res) for res in WEBHOOK_RESULTS},
         )
@@ -220,12 +226,12 @@ class LoopFamily(Collector):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for lv, child in list(self.children.items()):
-            if isinstance(child, LoopCounter):
-                family.add_metric(list(lv), child.value)  # type: ignore[call-arg]
-            else:
+            if isinstance(child, LoopCounter) and isinstance(family, CounterMetricFamily):
+                family.add_metric(list(lv), child.value)
+            elif isinstance(child, LoopHistogram) and isinstance(family, HistogramMetricFamily):
                 cumulative = list(accumulate(child.counts))
                 family.add_metric(list(lv), [(floatToGoString(le), float(n)) for le, n in zip(child.upper, cumulative)],
-                                  child.sum)  # type: ignore[call-arg]
+                                  child.sum)
         yield family
 
 
@@ -260,8 +266,8 @@ class StateCollector(Collector):
                                     "(the provider's own counters).",
                                     labels=["provider", "account", "batch", "state"])
         for provider, account, batch, counts in self._batches():
-            for state, value in counts.items():
-                batches.add_metric([provider, account, batch, state], value)
+            for job_state, value in counts.items():
+                batches.add_metric([provider, account, batch, job_state], value)
         yield batches
         yield CounterMetricFamily("outbound_call_store_write_errors",
                                   "Failed writes of poll results to the store (kept in memory and retried).",

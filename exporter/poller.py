@@ -88,7 +88,8 @@ class AccountPoller:
     def provider_statuses(self, scope: Mapping[str, str]) -> set[str | None]:
         """The raw statuses the watched calls of `scope` (their params match it) show now."""
         items = scope.items()
-        return {c.provider_status for c in self.calls.values() if all(getattr(c.params, k, None) == v for k, v in items)}
+        return {c.provider_status for c in self.calls.values()
+                if all(getattr(c.params, k, None) == v for k, v in items)}
 
     def start(self) -> None:
         self.dispatcher.start()

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Annotated, Any, Callable, ClassVar, Generic, Mapping, TypeVar
 from urllib.parse import quote
 
@@ -242,7 +242,7 @@ class Provider(Generic[S, P]):
 
 def _has_request(response: httpx.Response) -> bool:
     try:
-        response.request
+        _ = response.request
     except RuntimeError:
         return False
     return True

@@ -36,7 +36,8 @@ class Registrar:
     def watched(self) -> int:
         return sum(len(p.calls) for p in self.pollers.values())
 
-    async def watch(self, calls: Sequence[tuple[AccountPoller, CallParams]], source: str) -> list[tuple[Registered, bool]]:
+    async def watch(self, calls: Sequence[tuple[AccountPoller, CallParams]],
+                    source: str) -> list[tuple[Registered, bool]]:
         """Store `calls` in one transaction and watch the new ones; for each, what the store did
         and whether watching started now. `RequestError(503)` over `max_watched_calls`."""
         watched = self.watched()

@@ -15,13 +15,14 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 from prometheus_client.exposition import choose_encoder
 
 from . import landing, openapi
 from .errors import PollError, RequestError
 from .model import State
-from .service import Service
 from .records import call_record, decode_cursor, encode_cursor, scope_record
+from .service import Service
 from .store import CallQuery, StoreError
 from .webconfig import BasicAuth, WebConfig
 
@@ -69,7 +70,7 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
 
 
 def create_app(service: Service, web_config: WebConfig | None = None) -> web.Application:
-    middlewares = [errors_as_json]
+    middlewares: list[Middleware] = [errors_as_json]
     if web_config is not None and web_config.basic_auth_users:
         middlewares.insert(0, BasicAuth(web_config.basic_auth_users).middleware())
     app = web.Application(client_max_size=service.config.max_request_bytes, middlewares=middlewares)
@@ -264,7 +265,7 @@ async def list_calls(request: web.Request) -> web.Response:
             cursor = decode_cursor(q["cursor"])
         except ValueError:
             raise RequestError("cursor: not a cursor returned by this API", 400) from None
-    records, last = await service.store.list(CallQuery(account, state, since, limit, cursor))
+    records, last = await service.store.list_calls(CallQuery(account, state, since, limit, cursor))
     return web.json_response({"calls": [call_record(r) for r in records], "next": encode_cursor(last)})
 
 

@@ -17,8 +17,19 @@ from __future__ import annotations
 
 from typing import AsyncIterator, Protocol, Sequence
 
-from .rows import (UPDATABLE, CallQuery, CallRecord, HistoryRow, NewCall, Registered, ScopeRow, StoredCall, StoreError,
-                   StoreFenced, Update)
+from .rows import (
+    UPDATABLE,
+    CallQuery,
+    CallRecord,
+    HistoryRow,
+    NewCall,
+    Registered,
+    ScopeRow,
+    StoredCall,
+    StoreError,
+    StoreFenced,
+    Update,
+)
 from .sqlite import SQLiteStore
 
 
@@ -54,7 +65,7 @@ class CallStore(Protocol):
 
     async def get_many(self, seqs: Sequence[int]) -> list[CallRecord]: ...
 
-    async def list(self, query: CallQuery) -> tuple[list[CallRecord], int | None]:
+    async def list_calls(self, query: CallQuery) -> tuple[list[CallRecord], int | None]:
         """A page of records and the `before` of the next page (None: the last page)."""
         ...
 

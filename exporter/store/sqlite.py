@@ -194,10 +194,10 @@ class SQLiteStore:
         by_seq = {r[0]: r for r in rows}
         return self._records([by_seq[s] for s in seqs])
 
-    async def list(self, query: CallQuery) -> tuple[list[CallRecord], int | None]:
-        return await self._run(self._list, query)
+    async def list_calls(self, query: CallQuery) -> tuple[list[CallRecord], int | None]:
+        return await self._run(self._list_calls, query)
 
-    def _list(self, q: CallQuery) -> tuple[list[CallRecord], int | None]:
+    def _list_calls(self, q: CallQuery) -> tuple[list[CallRecord], int | None]:
         self._write_pending()
         where, args = [], []
         for clause, value in (("account = ?", q.account), ("state = ?", q.state),

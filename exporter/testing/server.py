@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from contextlib import contextmanager
-from typing import Any, Coroutine, Iterator, Self
+from typing import Any, ClassVar, Coroutine, Iterator, Self
 
 from aiohttp import web
 
@@ -14,7 +14,7 @@ from aiohttp import web
 class FakeServer:
     """A real aiohttp server for `routes()`, plus the background work of `background()`."""
 
-    provider: str
+    provider: ClassVar[str]
 
     def __init__(self) -> None:
         self._runner: web.AppRunner | None = None

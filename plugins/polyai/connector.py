@@ -34,8 +34,16 @@ from typing import Any, Mapping
 
 import httpx
 
-from outbound_call_exporter import (CallParams, CallStatus, Event, HeaderSecret, PathSegment, ProviderSettings,
-                                    State, parse_timestamp)
+from outbound_call_exporter import (
+    CallParams,
+    CallStatus,
+    Event,
+    HeaderSecret,
+    PathSegment,
+    ProviderSettings,
+    State,
+    parse_timestamp,
+)
 
 from .common import CallSid, PolyAIProvider
 

@@ -9,10 +9,11 @@ Source: ../shared/provider-docs/polyai-platform-outbound-calling.md. Header
 | queued | queued |
 | calling | dialing (spans ringing and talking: PolyAI reports no answered state) |
 | success | completed |
-| failure | failed ("failed to connect or was not answered"; `reason` such as "call queueing: max timeout limit exceeded" refines the failure reason: queue_timeout) |
+| failure | failed ("failed to connect or was not answered"; a `reason` refines it, see below) |
 
-The upper-case spellings of the Agents API (QUEUED, ...) are accepted too. Errors: 400
-(invalid call SID format) client error, 401 auth failure, 404 not found (the call does not
+A failure's `reason` such as "call queueing: max timeout limit exceeded" refines the failure
+reason (`queue_timeout`). The upper-case spellings of the Agents API (QUEUED, ...) are accepted
+too. Errors: 400 (invalid call SID format) client error, 401 auth failure, 404 not found (the call does not
 exist, or its status expired ~2 h after the call ended: `expired`), 500 retryable server error.
 Cadence: the doc's "poll every 2-5 seconds during queued and calling".
 """

@@ -28,8 +28,19 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from outbound_call_exporter import (CallPage, CallParams, CallStatus, HeaderSecret, ListedCall, Provider,
-                                    ProviderSettings, State, Uuid, hookimpl, parse_timestamp)
+from outbound_call_exporter import (
+    CallPage,
+    CallParams,
+    CallStatus,
+    HeaderSecret,
+    ListedCall,
+    Provider,
+    ProviderSettings,
+    State,
+    Uuid,
+    hookimpl,
+    parse_timestamp,
+)
 
 STATUS_MAP = {
     "queued": State.QUEUED,

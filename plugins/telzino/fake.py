@@ -7,8 +7,8 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from outbound_call_exporter.testing import FakeCall, FakeProvider
 from outbound_call_exporter import State
+from outbound_call_exporter.testing import FakeCall, FakeProvider
 
 #: SIP codes Telzino reports for calls that failed at the telephony layer (doc: 486 busy, 480 no answer)
 SIP_CODES = {State.BUSY: 486, State.NO_ANSWER: 480, State.FAILED: 503}

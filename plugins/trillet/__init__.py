@@ -11,7 +11,7 @@ Status mapping (every documented value; see ../shared/provider-docs/trillet-batc
 | active | in_progress (covers both ringing and talking: Trillet does not tell them apart) |
 | completed | completed |
 | failed | failed (busy / no answer / ... only in the `error` text: see below) |
-| not_found (404 body, or any body with `"status": "not_found"`) | not a status: a not-found poll error, so a job seen before becomes `expired` |
+| not_found (a 404 body, or a body with `"status": "not_found"`) | a not-found error: a job seen before expires |
 
 Decisions:
 - `failed` stays `failed`; its `error` text ("Number busy - unable to connect after 3
@@ -40,9 +40,21 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from outbound_call_exporter import (BatchProgress, CallPage, CallParams, CallStatus, ErrorReason, HeaderSecret,
-                                    PathSegment, PollError, Provider, ProviderSettings, State, hookimpl,
-                                    parse_timestamp)
+from outbound_call_exporter import (
+    BatchProgress,
+    CallPage,
+    CallParams,
+    CallStatus,
+    ErrorReason,
+    HeaderSecret,
+    PathSegment,
+    PollError,
+    Provider,
+    ProviderSettings,
+    State,
+    hookimpl,
+    parse_timestamp,
+)
 
 STATUS_MAP = {
     "waiting": State.QUEUED,
