@@ -7,17 +7,8 @@ from ._version import __version__
 from .errors import PollError
 from .hookspecs import hookimpl
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, Event, FailureReason, ListedCall, State
-from .provider import (
-                       CallParams,
-                       HeaderSecret,
-                       PathSegment,
-                       Provider,
-                       ProviderSettings,
-                       Uuid,
-                       classify_failure,
-                       parse_retry_after,
-                       parse_timestamp,
-)
+from .parsing import classify_failure, parse_retry_after, parse_timestamp
+from .provider import CallParams, HeaderSecret, PathSegment, Provider, ProviderSettings, Uuid
 
 __all__ = [
     "__version__",

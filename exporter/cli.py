@@ -58,7 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("watch", help="register calls with a running service")
+    _add_watch(sub.add_parser("watch", help="register calls with a running service"))
+
+    p = sub.add_parser("plugins", help="list provider plugins, their settings and per-call params")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("check-config", help="validate a config file; exit 0 or print the error")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def _add_watch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=DEFAULT_API_URL, help="service URL (default %(default)s)")
     p.add_argument("--token", default=None, help="API bearer token (default: $OCE_API_TOKEN)")
     p.add_argument("--basic-auth", default=None, metavar="USER:PASSWORD",
@@ -70,15 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="CSV (header: account,call_id,<params>...) or JSON Lines of POST bodies")
     p.add_argument("--batch-size", type=int, default=500, help="rows per request with --file (default %(default)s)")
     p.set_defaults(func=cmd_watch)
-
-    p = sub.add_parser("plugins", help="list provider plugins, their settings and per-call params")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_plugins)
-
-    p = sub.add_parser("check-config", help="validate a config file; exit 0 or print the error")
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.set_defaults(func=cmd_check_config)
-    return parser
 
 
 def setup_logging(level: str) -> None:
