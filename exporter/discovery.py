@@ -74,8 +74,9 @@ Register = Callable[[str, ListedCall], Awaitable[bool]]
 class ScopeWatcher:
     """Runs one scope's discovery / refresh / progress cycle until stopped or complete."""
 
-    def __init__(self, row: ScopeRow, account: ScopeAccount, register: Register,
-                 on_change: Callable[[ScopeRow], Awaitable[None]]) -> None:
+    def __init__(
+        self, row: ScopeRow, account: ScopeAccount, register: Register, on_change: Callable[[ScopeRow], Awaitable[None]]
+    ) -> None:
         self.row = row
         self.account = account
         self.provider = account.provider
@@ -144,8 +145,9 @@ class ScopeWatcher:
 
     async def check_progress(self) -> None:
         scope = self.row.scope
-        progress = await self.account.fetch(self.provider.build_progress_request(scope),
-                                            lambda r: self.provider.parse_progress_response(scope, r))
+        progress = await self.account.fetch(
+            self.provider.build_progress_request(scope), lambda r: self.provider.parse_progress_response(scope, r)
+        )
         self.progress = dict(progress.counts)
         if progress.complete:
             async for listed in self._listing(None):  # the final outcome of every job, once
@@ -162,8 +164,10 @@ class ScopeWatcher:
         """
         scope = self.row.scope
         for page in range(1, MAX_PAGES + 1):
-            result = await self.account.fetch(self.provider.build_list_request(scope, page, status),
-                                              lambda r: self.provider.parse_list_response(scope, r))
+            result = await self.account.fetch(
+                self.provider.build_list_request(scope, page, status),
+                lambda r: self.provider.parse_list_response(scope, r),
+            )
             for listed in result.calls:
                 yield listed
             oldest = [c.status.created_at.timestamp() for c in result.calls if c.status.created_at]
@@ -174,8 +178,9 @@ class ScopeWatcher:
 class Scopes:
     """The stored scopes and their watchers: loaded at start, added and deleted through the API."""
 
-    def __init__(self, store: CallStore, accounts: Mapping[str, ScopeAccount], register: Register,
-                 max_watched_batches: int) -> None:
+    def __init__(
+        self, store: CallStore, accounts: Mapping[str, ScopeAccount], register: Register, max_watched_batches: int
+    ) -> None:
         self.store = store
         self.accounts = accounts
         self.max_watched_batches = max_watched_batches

@@ -20,6 +20,7 @@ from .lifecycle import WatchedCall
 
 log = logging.getLogger(__name__)
 
+
 class RateLimiter:
     """Spaces requests 1/rate apart: never more than `rate` in any second.
 
@@ -81,8 +82,14 @@ class Slots:
 class Dispatcher:
     """Starts `poll(call)` for each call when it is due, within the account's limits."""
 
-    def __init__(self, name: str, max_concurrency: int, max_requests_per_second: float, health: AccountHealth,
-                 poll: Callable[[WatchedCall], Coroutine[None, None, None]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_concurrency: int,
+        max_requests_per_second: float,
+        health: AccountHealth,
+        poll: Callable[[WatchedCall], Coroutine[None, None, None]],
+    ) -> None:
         self.name = name
         self.health = health
         self._poll = poll

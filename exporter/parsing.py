@@ -51,15 +51,20 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 _FAILURE_PATTERNS: tuple[tuple[FailureReason, re.Pattern[str]], ...] = tuple(
-    (reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in (
+    (reason, re.compile(pattern, re.IGNORECASE))
+    for reason, pattern in (
         (FailureReason.BUSY, r"\bbusy\b"),
         (FailureReason.NO_ANSWER, r"no[ -_]?answer|not answered|unanswered|did not answer|didn't answer"),
         (FailureReason.QUEUE_TIMEOUT, r"queu\w*.*time ?out|max(imum)? timeout"),
         (FailureReason.REJECTED, r"reject|declin"),
-        (FailureReason.UNREACHABLE, r"unreachable|invalid (phone )?number|not in service|unallocated|"
-                                    r"does not exist|unable to connect|failed to connect"),
+        (
+            FailureReason.UNREACHABLE,
+            r"unreachable|invalid (phone )?number|not in service|unallocated|"
+            r"does not exist|unable to connect|failed to connect",
+        ),
         (FailureReason.CANCELLED, r"cancel"),
-    ))
+    )
+)
 
 
 def classify_failure(text: str | None) -> FailureReason | None:

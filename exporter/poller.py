@@ -37,8 +37,15 @@ class AccountPoller:
     """Polls every watched call of one account (own dispatcher, health and transport), so an
     account that is down or rate-limited never delays another."""
 
-    def __init__(self, account: Account, metrics: AccountMetrics, transport: Transport, store: CallStore,
-                 max_watch_seconds: float, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        account: Account,
+        metrics: AccountMetrics,
+        transport: Transport,
+        store: CallStore,
+        max_watch_seconds: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.account = account
         self.name = account.name
         self.provider_name = account.provider.name
@@ -50,8 +57,13 @@ class AccountPoller:
         self.calls: dict[str, WatchedCall] = {}
         self.counts: dict[State, int] = {}
         self.health = AccountHealth(account.name, min(account.cadence.values()))
-        self.dispatcher = Dispatcher(account.name, account.config.max_concurrency,
-                                     account.config.max_requests_per_second or 1.0, self.health, self._poll)
+        self.dispatcher = Dispatcher(
+            account.name,
+            account.config.max_concurrency,
+            account.config.max_requests_per_second or 1.0,
+            self.health,
+            self._poll,
+        )
 
     @property
     def provider(self) -> Provider[Any, Any]:
@@ -88,8 +100,9 @@ class AccountPoller:
     def provider_statuses(self, scope: Mapping[str, str]) -> set[str | None]:
         """The raw statuses the watched calls of `scope` (their params match it) show now."""
         items = scope.items()
-        return {c.provider_status for c in self.calls.values()
-                if all(getattr(c.params, k, None) == v for k, v in items)}
+        return {
+            c.provider_status for c in self.calls.values() if all(getattr(c.params, k, None) == v for k, v in items)
+        }
 
     def start(self) -> None:
         self.dispatcher.start()
@@ -114,8 +127,12 @@ class AccountPoller:
             self._failed(exc)
             raise
         except Exception as exc:  # a plugin bug must not stop the account: counted like an unparseable answer
-            log.warning("account %s: plugin %s failed to handle a response: %s",
-                        self.name, self.provider_name, type(exc).__name__)
+            log.warning(
+                "account %s: plugin %s failed to handle a response: %s",
+                self.name,
+                self.provider_name,
+                type(exc).__name__,
+            )
             error = PollError(ErrorReason.INVALID_RESPONSE, type(exc).__name__)
             self._failed(error)
             raise error from None
@@ -143,8 +160,9 @@ class AccountPoller:
             return
         provider, params = self.account.provider, call.params
         try:
-            status = await self._exchange(partial(provider.build_request, params),
-                                          partial(provider.parse_response, params))
+            status = await self._exchange(
+                partial(provider.build_request, params), partial(provider.parse_response, params)
+            )
         except PollError as exc:
             self._on_error(call, exc)
             return
@@ -162,8 +180,11 @@ class AccountPoller:
         if exc.reason is ErrorReason.NOT_FOUND:
             grace = self.account.config.not_found_grace_seconds
             if call.seen or now - call.first_seen >= grace:
-                why = "provider no longer knows the call (404 after its retention window)" if call.seen \
+                why = (
+                    "provider no longer knows the call (404 after its retention window)"
+                    if call.seen
                     else f"provider did not know the call within not_found_grace_seconds ({grace:g})"
+                )
                 self._finish(call, expire(call, now, why), now)
             else:
                 self.dispatcher.schedule(call, cadence)
@@ -229,8 +250,9 @@ class AccountPoller:
     async def _confirm(self, call: WatchedCall) -> None:
         provider = self.account.provider
         try:
-            status = await self.fetch(provider.build_request(call.params),
-                                      partial(provider.parse_response, call.params))
+            status = await self.fetch(
+                provider.build_request(call.params), partial(provider.parse_response, call.params)
+            )
         except PollError:
             self.store.queue(Update(call.seq, {}, polls=1, poll_errors=1))
             return  # counted; a call still watched keeps being polled anyway
@@ -239,10 +261,20 @@ class AccountPoller:
             self._apply(call, status, now, polls=1)
             return
         conflict = status.state.terminal and (status.state, status.provider_status) != (
-            call.state, call.provider_status)
+            call.state,
+            call.provider_status,
+        )
         at = status.state_since or status.ended_at
-        self.store.queue(Update(call.seq, {"last_polled_at": now}, polls=1, history=[
-            (status.state.value, status.provider_status, at.timestamp() if at else now)] if conflict else []))
+        self.store.queue(
+            Update(
+                call.seq,
+                {"last_polled_at": now},
+                polls=1,
+                history=[(status.state.value, status.provider_status, at.timestamp() if at else now)]
+                if conflict
+                else [],
+            )
+        )
 
 
 _unknown_seen: set[tuple[str, str]] = set()
@@ -253,5 +285,6 @@ def _warn_unknown(provider: str, raw: str) -> None:
     key = (provider, raw[:64])
     if key not in _unknown_seen and len(_unknown_seen) < 1000:
         _unknown_seen.add(key)
-        log.warning("provider %s returned unknown status %r; the call stays in state unknown and is polled",
-                    provider, raw[:64])
+        log.warning(
+            "provider %s returned unknown status %r; the call stays in state unknown and is polled", provider, raw[:64]
+        )

@@ -23,11 +23,22 @@ def iso(ts: float | None) -> str | None:
 def call_record(r: CallRecord) -> dict[str, Any]:
     """A call record as `GET /api/v1/calls/{account}/{call_id}` answers it."""
     return {
-        "account": r.account, "provider": r.provider, "call_id": r.call_id, "params": r.params,
-        "state": r.state, "provider_status": r.provider_status, "reason": r.reason, "watching": r.watching,
-        "created_at": iso(r.created_at), "answered_at": iso(r.answered_at), "ended_at": iso(r.ended_at),
-        "duration_seconds": r.duration_seconds, "first_seen_at": iso(r.first_seen_at),
-        "last_polled_at": iso(r.last_polled_at), "polls": r.polls, "poll_errors": r.poll_errors,
+        "account": r.account,
+        "provider": r.provider,
+        "call_id": r.call_id,
+        "params": r.params,
+        "state": r.state,
+        "provider_status": r.provider_status,
+        "reason": r.reason,
+        "watching": r.watching,
+        "created_at": iso(r.created_at),
+        "answered_at": iso(r.answered_at),
+        "ended_at": iso(r.ended_at),
+        "duration_seconds": r.duration_seconds,
+        "first_seen_at": iso(r.first_seen_at),
+        "last_polled_at": iso(r.last_polled_at),
+        "polls": r.polls,
+        "poll_errors": r.poll_errors,
         "extras": r.extras,
         "history": [{"state": h.state, "provider_status": h.provider_status, "at": iso(h.at)} for h in r.history],
     }
@@ -35,8 +46,14 @@ def call_record(r: CallRecord) -> dict[str, Any]:
 
 def scope_record(row: ScopeRow) -> dict[str, Any]:
     """A watch scope as `/api/v1/scopes` answers it."""
-    return {"id": row.id, "account": row.account, "scope": row.scope, "created_at": iso(row.created_at),
-            "discovered": row.discovered, "complete": row.complete}
+    return {
+        "id": row.id,
+        "account": row.account,
+        "scope": row.scope,
+        "created_at": iso(row.created_at),
+        "discovered": row.discovered,
+        "complete": row.complete,
+    }
 
 
 def encode_cursor(before: int | None) -> str | None:

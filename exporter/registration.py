@@ -36,18 +36,26 @@ class Registrar:
     def watched(self) -> int:
         return sum(len(p.calls) for p in self.pollers.values())
 
-    async def watch(self, calls: Sequence[tuple[AccountPoller, CallParams]],
-                    source: str) -> list[tuple[Registered, bool]]:
+    async def watch(
+        self, calls: Sequence[tuple[AccountPoller, CallParams]], source: str
+    ) -> list[tuple[Registered, bool]]:
         """Store `calls` in one transaction and watch the new ones; for each, what the store did
         and whether watching started now. `RequestError(503)` over `max_watched_calls`."""
         watched = self.watched()
         if watched + len(calls) > self.max_watched_calls:
-            raise RequestError(f"max_watched_calls ({self.max_watched_calls}) reached: {watched} calls are watched;"
-                               " retry when some finish or raise the limit", 503)
+            raise RequestError(
+                f"max_watched_calls ({self.max_watched_calls}) reached: {watched} calls are watched;"
+                " retry when some finish or raise the limit",
+                503,
+            )
         now = time.time()
         results = await self.store.register(
-            [NewCall(p.name, params.call_id, p.provider_name, params.model_dump(exclude={"call_id"}), now)
-             for p, params in calls], State.QUEUED.value)
+            [
+                NewCall(p.name, params.call_id, p.provider_name, params.model_dump(exclude={"call_id"}), now)
+                for p, params in calls
+            ],
+            State.QUEUED.value,
+        )
         out = []
         for (poller, params), res in zip(calls, results):
             started = res.started and params.call_id not in poller.calls
@@ -90,10 +98,24 @@ class Registrar:
                 except ValidationError:
                     log.warning("account %s: stored call %s no longer validates; not resumed", row.account, row.seq)
                     continue
-                poller.add(WatchedCall(row.seq, params, row.first_seen_at, State(row.state), row.provider_status,
-                                       row.seen, row.created_at, row.answered_at, row.events_seen))
+                poller.add(
+                    WatchedCall(
+                        row.seq,
+                        params,
+                        row.first_seen_at,
+                        State(row.state),
+                        row.provider_status,
+                        row.seen,
+                        row.created_at,
+                        row.answered_at,
+                        row.events_seen,
+                    )
+                )
                 count += 1
         if orphans:
-            log.warning("%d watched calls belong to accounts not in the config; they resume when the "
-                        "account is configured again", orphans)
+            log.warning(
+                "%d watched calls belong to accounts not in the config; they resume when the "
+                "account is configured again",
+                orphans,
+            )
         return count

@@ -79,5 +79,19 @@ class CallStore(Protocol):
 
     async def delete_scope(self, id: str) -> bool: ...
 
-__all__ = ["CallQuery", "CallRecord", "CallStore", "HistoryRow", "NewCall", "Registered", "SQLiteStore",
-           "ScopeRow", "StoreError", "StoreFenced", "StoredCall", "UPDATABLE", "Update"]
+
+__all__ = [
+    "CallQuery",
+    "CallRecord",
+    "CallStore",
+    "HistoryRow",
+    "NewCall",
+    "Registered",
+    "SQLiteStore",
+    "ScopeRow",
+    "StoreError",
+    "StoreFenced",
+    "StoredCall",
+    "UPDATABLE",
+    "Update",
+]

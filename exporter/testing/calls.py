@@ -10,11 +10,18 @@ from ..model import State
 
 #: the outcomes a demo or test lifecycle can end in, with a realistic default mix
 DEFAULT_MIX: Mapping[State, float] = {
-    State.COMPLETED: 0.70, State.NO_ANSWER: 0.12, State.BUSY: 0.08, State.FAILED: 0.07, State.CANCELLED: 0.03,
+    State.COMPLETED: 0.70,
+    State.NO_ANSWER: 0.12,
+    State.BUSY: 0.08,
+    State.FAILED: 0.07,
+    State.CANCELLED: 0.03,
 }
 #: ~90 % failures: enough for the critical failure-ratio alert (> 80 %) to fire in the demo
 SPIKE_MIX: Mapping[State, float] = {
-    State.COMPLETED: 0.10, State.NO_ANSWER: 0.20, State.BUSY: 0.15, State.FAILED: 0.55,
+    State.COMPLETED: 0.10,
+    State.NO_ANSWER: 0.20,
+    State.BUSY: 0.15,
+    State.FAILED: 0.55,
 }
 
 
@@ -59,5 +66,11 @@ class FakeCall:
 def pagination(page: int, limit: int, total: int) -> dict[str, Any]:
     """The `pagination` object both Telzino's and Trillet's list endpoints return."""
     pages = max(1, -(-total // limit))
-    return {"page": page, "limit": limit, "total": total, "totalPages": pages,
-            "hasNext": page < pages, "hasPrev": page > 1}
+    return {
+        "page": page,
+        "limit": limit,
+        "total": total,
+        "totalPages": pages,
+        "hasNext": page < pages,
+        "hasPrev": page > 1,
+    }

@@ -37,8 +37,14 @@ class FakeProvider(FakeServer):
     #: the record field holding the raw status (what a `RawStatus` fault replaces)
     status_field: ClassVar[str] = "status"
 
-    def __init__(self, *, speed: float = 1.0, retention_seconds: float = 7200.0,
-                 credentials: Mapping[str, str] | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        speed: float = 1.0,
+        retention_seconds: float = 7200.0,
+        credentials: Mapping[str, str] | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         self.speed = speed
         self.retention_seconds = retention_seconds
@@ -89,8 +95,9 @@ class FakeProvider(FakeServer):
         """Account `settings` that work against this fake (credentials and defaults)."""
         return dict(self.credentials)
 
-    def render_list(self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall],
-                    now: float) -> dict[str, Any]:
+    def render_list(
+        self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall], now: float
+    ) -> dict[str, Any]:
         """A list response's body (subclasses with a list endpoint)."""
         raise NotImplementedError
 
@@ -100,13 +107,23 @@ class FakeProvider(FakeServer):
 
     # -- calls and lifecycles ---------------------------------------------------------------------
 
-    def add_call(self, call_id: str | None = None, steps: list[Step] | None = None,
-                 params: Mapping[str, str] | None = None, outcome: State = State.COMPLETED,
-                 **fields: Any) -> FakeCall:
+    def add_call(
+        self,
+        call_id: str | None = None,
+        steps: list[Step] | None = None,
+        params: Mapping[str, str] | None = None,
+        outcome: State = State.COMPLETED,
+        **fields: Any,
+    ) -> FakeCall:
         """Create a call; by default it walks a lifecycle ending in `outcome`."""
         params = dict(params if params is not None else self.new_params())
-        call = FakeCall(call_id or str(uuid.uuid4()), params, steps or self.lifecycle(outcome),
-                        {**self.terminal_fields(outcome), **fields}, outcome=outcome)
+        call = FakeCall(
+            call_id or str(uuid.uuid4()),
+            params,
+            steps or self.lifecycle(outcome),
+            {**self.terminal_fields(outcome), **fields},
+            outcome=outcome,
+        )
         with self._lock:
             self.calls[self.key(call.call_id, params)] = call
         return call
@@ -140,16 +157,21 @@ class FakeProvider(FakeServer):
 
     def matching(self, scope: Mapping[str, str], status: str | None, now: float) -> list[FakeCall]:
         """Known, unexpired calls whose params match `scope` (and show `status`), newest first."""
-        calls = [c for c in list(self.calls.values())
-                 if all(c.params.get(k) == v for k, v in scope.items()) and not self._expired(c, now)]
+        calls = [
+            c
+            for c in list(self.calls.values())
+            if all(c.params.get(k) == v for k, v in scope.items()) and not self._expired(c, now)
+        ]
         if status is not None:
             calls = [c for c in calls if c.steps[c.step_index(now, self.speed)].status == status]
         return sorted(calls, key=lambda c: c.created, reverse=True)
 
     def _expired(self, call: FakeCall, now: float) -> bool:
         last = call.steps[-1]
-        return call.elapsed(now, self.speed) >= last.after and \
-            now - call.ended_at(self.speed) > self.retention_seconds / self.speed
+        return (
+            call.elapsed(now, self.speed) >= last.after
+            and now - call.ended_at(self.speed) > self.retention_seconds / self.speed
+        )
 
     # -- faults ------------------------------------------------------------------------------------
 
@@ -215,15 +237,16 @@ class FakeProvider(FakeServer):
             return act.response
         return None if self.authorized(request) else self.unauthorized()
 
-    async def serve_list(self, request: web.Request, scope: Mapping[str, str], status: str | None,
-                         page: int, limit: int) -> web.StreamResponse:
+    async def serve_list(
+        self, request: web.Request, scope: Mapping[str, str], status: str | None, page: int, limit: int
+    ) -> web.StreamResponse:
         """Faults first, then auth, then page `page` of the matching calls via `render_list`."""
         refused = await self.gate(request, "list")
         if refused is not None:
             return refused
         now = time.time()
         calls = self.matching(scope, status, now)
-        chunk = calls[(page - 1) * limit: page * limit]
+        chunk = calls[(page - 1) * limit : page * limit]
         items = [self.render(c, c.step_index(now, self.speed), now) for c in chunk]
         return web.json_response(self.render_list(items, pagination(page, limit, len(calls)), calls, now))
 
@@ -238,8 +261,11 @@ class FakeProvider(FakeServer):
             while True:
                 now = time.time()
                 for call in list(self.calls.values()):
-                    if call.callback_url is None or call.webhook_sent or \
-                            call.step_index(now, self.speed) < len(call.steps) - 1:
+                    if (
+                        call.callback_url is None
+                        or call.webhook_sent
+                        or call.step_index(now, self.speed) < len(call.steps) - 1
+                    ):
                         continue
                     call.webhook_sent = True
                     body = self.webhook_body(call, now)
@@ -247,8 +273,9 @@ class FakeProvider(FakeServer):
                         await self._post_webhook(session, call.callback_url, body, call.callback_headers)
                 await asyncio.sleep(0.05)
 
-    async def _post_webhook(self, session: aiohttp.ClientSession, url: str, body: dict[str, Any],
-                            headers: Mapping[str, str]) -> None:
+    async def _post_webhook(
+        self, session: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> None:
         try:
             async with session.post(url, json=body, headers=headers) as r:
                 self.requests[f"webhook:{r.status}"] += 1

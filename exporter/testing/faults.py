@@ -226,6 +226,27 @@ def http_date_in(seconds: float) -> Callable[[], str]:
     return lambda: format_datetime(datetime.now(timezone.utc) + timedelta(seconds=seconds), usegmt=True)
 
 
-__all__ = ["Act", "Answer", "Body", "Fault", "Head", "Piece", "RawStatus", "Reset", "Silence", "Sleep", "drip",
-           "hang", "http_date_in", "huge", "malformed", "reset", "slow", "stall", "status", "timeout",
-           "unknown_status", "wrong_shape"]
+__all__ = [
+    "Act",
+    "Answer",
+    "Body",
+    "Fault",
+    "Head",
+    "Piece",
+    "RawStatus",
+    "Reset",
+    "Silence",
+    "Sleep",
+    "drip",
+    "hang",
+    "http_date_in",
+    "huge",
+    "malformed",
+    "reset",
+    "slow",
+    "stall",
+    "status",
+    "timeout",
+    "unknown_status",
+    "wrong_shape",
+]
