@@ -245,10 +245,10 @@ FAST = {"max_concurrency": 64, "max_requests_per_second": 100_000,
 
 def prefill(store: Path, n: int) -> None:
     """A store with `n` watched calls, written through the exporter's own Store."""
-    from outbound_call_exporter.store import NewCall, Store
+    from outbound_call_exporter.store import NewCall, SQLiteStore
 
     async def fill() -> None:
-        s = Store(store)
+        s = SQLiteStore(store)
         await s.open()
         now = time.time()
         for i in range(0, n, 5000):

@@ -170,7 +170,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Retention: the operator decides how long records are kept (see README, "Privacy and access")."""
-    from .store import Store
+    from .store import SQLiteStore
 
     config = load_config(args.config)
     if not args.older_than_days > 0:
@@ -180,7 +180,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     before = time.time() - args.older_than_days * 86400
 
     async def prune() -> tuple[int, bool]:
-        store = Store(config.store_path)
+        store = SQLiteStore(config.store_path)
         await store.open()
         try:
             return await store.prune(before)

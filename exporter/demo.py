@@ -24,12 +24,12 @@ from typing import Any, Mapping
 
 from .config import Config
 from .errors import RequestError
-from .fakes import ANSWER_DROP_MIX, DEFAULT_MIX, SPIKE_MIX, FakeProvider
 from .model import State
 from .plugins import Registry
 from .server import serve
 from .service import Service
-from .store import Store
+from .store import SQLiteStore
+from .testing import ANSWER_DROP_MIX, DEFAULT_MIX, SPIKE_MIX, FakeProvider
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ async def adopt_stored_calls(store_path: Path, fakes: dict[str, FakeProvider], r
     """Give every fake the watched calls of its demo account from a kept store; their count."""
     if not store_path.exists():
         return 0
-    store = Store(store_path)
+    store = SQLiteStore(store_path)
     await store.open()
     adopted = 0
     try:

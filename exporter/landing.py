@@ -20,6 +20,7 @@ from ._version import __version__
 from .history import Minute
 from .model import ACTIVE_STATES, FINAL_STATES, State
 from .service import Service
+from .store import CallQuery, CallRecord
 
 RECENT = 20
 
@@ -82,8 +83,8 @@ async def render(service: Service) -> str:
                                              for s in FINAL_STATES] for p in pollers)),
         "<h2>Recently finished</h2>",
         _table("recent", ["ended", "account", "call id", "state", "provider status", "reason"],
-               ([Html(_time_iso(r["ended_at"] or r["last_polled_at"])), r["account"], _call_link(r), r["state"],
-                 r["provider_status"] or "", r["reason"] or ""] for r in recent)) if recent
+               ([Html(_time(r.ended_at or r.last_polled_at or r.first_seen_at)), r.account, _call_link(r), r.state,
+                 r.provider_status or "", r.reason or ""] for r in recent)) if recent
         else "<p class='muted'>No finished calls yet.</p>",
         "</body></html>",
     ])
@@ -163,18 +164,9 @@ def _time(ts: float) -> str:
     return f"<time datetime='{iso}'>{iso}</time>"
 
 
-def _time_iso(iso: str | None) -> str:
-    if not iso:
-        return ""
-    try:
-        return _time(datetime.fromisoformat(iso).astimezone(timezone.utc).timestamp())
-    except ValueError:
-        return escape(iso)
-
-
-def _call_link(record: dict[str, Any]) -> Html:
-    href = f"/api/v1/calls/{quote(record['account'], safe='')}/{quote(record['call_id'], safe='')}"
-    return Html(f"<a href='{escape(href)}'>{escape(record['call_id'])}</a>")
+def _call_link(record: CallRecord) -> Html:
+    href = f"/api/v1/calls/{quote(record.account, safe='')}/{quote(record.call_id, safe='')}"
+    return Html(f"<a href='{escape(href)}'>{escape(record.call_id)}</a>")
 
 
 def _finished(service: Service, provider: str, account: str, state: State) -> int:
@@ -196,11 +188,11 @@ def _table(name: str, header: list[str], rows: Iterable[list[Any]]) -> str:
     return f"<table id='{name}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-async def recent_finished(service: Service) -> list[dict[str, Any]]:
+async def recent_finished(service: Service) -> list[CallRecord]:
     """The latest finished calls: the newest few of each terminal state, merged by end time."""
-    records: list[dict[str, Any]] = []
+    records: list[CallRecord] = []
     for state in FINAL_STATES:
-        page, _ = await service.store.list(None, state.value, None, RECENT, None)
+        page, _ = await service.store.list_calls(CallQuery(state=state.value, limit=RECENT))
         records += page
-    records.sort(key=lambda r: r["ended_at"] or r["last_polled_at"] or "", reverse=True)
+    records.sort(key=lambda r: r.ended_at or r.last_polled_at or 0.0, reverse=True)
     return records[:RECENT]

@@ -1,30 +1,33 @@
 """The provider plugin contract: a sans-I/O description of one provider's status API.
 
-A plugin subclasses `Provider`, declares data (name, default base URL, settings and params
-models, status map, cadence) and implements `build_request` and `parse_body` (or
-`parse_response` when error responses need special handling). It never sends a request, sleeps
-or retries: the host does all of that, so a plugin is a pure function of its inputs and its
-tests need no server.
+A plugin subclasses `Provider[ItsSettings, ItsParams]`, declares data (name, default base URL,
+settings and params models, status map, cadence) and implements `build_request` and
+`parse_body` (or `parse_response` when error responses need special handling). It never sends
+a request, sleeps or retries: the host does all of that, so a plugin is a pure function of its
+inputs and its tests need no server.
+
+What every status body needs is done here once, around the plugin's `parse_body`
+(`call_status`): the raw status must be a string, and a `failed` call's free-text reason is
+classified into a `FailureReason` unless the plugin set one.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timezone
-from typing import Annotated, Any, Callable, ClassVar, Mapping
+from dataclasses import replace
+from typing import Annotated, Any, Callable, ClassVar, Generic, Mapping, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from .errors import PollError
-from .model import BatchProgress, CallPage, CallStatus, ErrorReason, FailureReason, ListedCall, State
+from .model import BatchProgress, CallPage, CallStatus, ErrorReason, ListedCall, State
+from .parsing import classify_failure, parse_retry_after
 
 #: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (docs/design.md, Limits).
 PATH_SEGMENT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-
 
 
 def _not_dot_segment(value: str) -> str:
@@ -67,14 +70,25 @@ class CallParams(BaseModel):
     call_id: PathSegment = Field(description="the provider's call id")
 
 
-class Provider:
-    """One provider status API. The host makes one instance per configured account."""
+S = TypeVar("S", bound=ProviderSettings)
+P = TypeVar("P", bound=CallParams)
+
+
+class Provider(Generic[S, P]):
+    """One provider status API. The host makes one instance per configured account.
+
+    Generic over the plugin's settings and params models (`Provider[MySettings, MyParams]`), so
+    `self.settings` and the `call` of `build_request` have the plugin's own types.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     default_base_url: ClassVar[str]
-    Settings: ClassVar[type[ProviderSettings]]
-    Params: ClassVar[type[CallParams]]
+    # class attributes too; not `ClassVar`, which cannot hold the type variables
+    Settings: type[S]
+    Params: type[P]
+    #: the body field holding the raw status (`call_status` checks it is a string)
+    status_key: ClassVar[str] = "status"
     #: raw provider status (exactly as the API spells it) -> normalized state
     status_map: ClassVar[Mapping[str, State]]
     #: seconds between polls while a call is in each non-terminal state
@@ -86,29 +100,47 @@ class Provider:
     destination_extras: ClassVar[frozenset[str]] = frozenset()
     metadata_extras: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, settings: ProviderSettings, base_url: str | None = None) -> None:
+    def __init__(self, settings: S, base_url: str | None = None) -> None:
         self.settings = settings
         self.base_url = (base_url or self.default_base_url_for(settings)).rstrip("/")
 
     @classmethod
-    def default_base_url_for(cls, settings: ProviderSettings) -> str:
+    def default_base_url_for(cls, settings: S) -> str:
         """The documented base URL; override when it depends on settings (e.g. a region)."""
         return cls.default_base_url
 
     # -- the two pure functions ---------------------------------------------------------
 
-    def build_request(self, call: CallParams) -> httpx.Request:
+    def build_request(self, call: P) -> httpx.Request:
         """The status request for `call` (use `self.url` so ids are encoded safely)."""
         raise NotImplementedError
 
-    def parse_response(self, call: CallParams, response: httpx.Response) -> CallStatus:
-        """Turn a response into a `CallStatus`, or raise `PollError` naming the reason."""
-        self.raise_for_status(response)
-        return self.parse_body(call, self.json_object(response))
+    def parse_response(self, call: P, response: httpx.Response) -> CallStatus:
+        """Turn a response into a `CallStatus`, or raise `PollError` naming the reason.
 
-    def parse_body(self, call: CallParams, body: dict[str, Any]) -> CallStatus:
-        """Parse a successful response's JSON object (called by `parse_response`)."""
+        An override (for special error bodies) hands the body on with `self.call_status(body)`.
+        """
+        self.raise_for_status(response)
+        return self.call_status(self.json_object(response))
+
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        """Parse a status record (a status response's JSON object, a listed call, a webhook).
+
+        `body[self.status_key]` is a string when this is called (`call_status` checks it).
+        """
         raise NotImplementedError
+
+    def call_status(self, body: dict[str, Any]) -> CallStatus:
+        """`parse_body` with what every plugin needs around it: the raw status must be a string
+        (else `PollError(invalid_response)`), and a `failed` call's `reason` text refines
+        `failure_reason` through `classify_failure` unless the plugin set one."""
+        raw = body.get(self.status_key)
+        if not isinstance(raw, str):
+            raise PollError(ErrorReason.INVALID_RESPONSE, f"`{self.status_key}` is missing or not a string")
+        status = self.parse_body(body)
+        if status.state is State.FAILED and status.failure_reason is None and status.reason:
+            return replace(status, failure_reason=classify_failure(status.reason))
+        return status
 
     # -- optional capabilities (issue: discovery, bulk status, webhooks) ---------------------
     #
@@ -172,7 +204,9 @@ class Provider:
         items, paging = body.get(items_key), body.get("pagination")
         if not isinstance(items, list) or not isinstance(paging, dict):
             raise PollError(ErrorReason.INVALID_RESPONSE, f"a list response needs `{items_key}` and `pagination`")
-        calls = tuple(ListedCall(identity(item), self.parse_body(None, item)) for item in items)  # type: ignore[arg-type]
+        if not all(isinstance(item, dict) for item in items):
+            raise PollError(ErrorReason.INVALID_RESPONSE, f"`{items_key}` holds something else than objects")
+        calls = tuple(ListedCall(identity(item), self.call_status(item)) for item in items)
         return CallPage(calls, has_next=paging.get("hasNext") is True)
 
     @classmethod
@@ -233,95 +267,7 @@ class Provider:
 
 def _has_request(response: httpx.Response) -> bool:
     try:
-        response.request
+        _ = response.request
     except RuntimeError:
         return False
     return True
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """A provider timestamp (ISO 8601 string, or epoch seconds/milliseconds) as aware UTC.
-
-    Numbers above 10^11 are taken as milliseconds (10^11 s is the year 5138). Returns None
-    for null/empty; raises ValueError for anything else, which the host counts as an
-    invalid response.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise ValueError("timestamp is a boolean")
-    if isinstance(value, (int, float)):
-        seconds = value / 1000 if abs(value) >= 1e11 else value
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
-    raise ValueError(f"timestamp of type {type(value).__name__}")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-_FAILURE_PATTERNS: tuple[tuple[FailureReason, re.Pattern[str]], ...] = tuple(
-    (reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in (
-        (FailureReason.BUSY, r"\bbusy\b"),
-        (FailureReason.NO_ANSWER, r"no[ -_]?answer|not answered|unanswered|did not answer|didn't answer"),
-        (FailureReason.QUEUE_TIMEOUT, r"queu\w*.*time ?out|max(imum)? timeout"),
-        (FailureReason.REJECTED, r"reject|declin"),
-        (FailureReason.UNREACHABLE, r"unreachable|invalid (phone )?number|not in service|unallocated|"
-                                    r"does not exist|unable to connect|failed to connect"),
-        (FailureReason.CANCELLED, r"cancel"),
-    ))
-
-
-def classify_failure(text: str | None) -> FailureReason | None:
-    """Map a provider's free-text failure reason onto `FailureReason` (None for empty text).
-
-    Order matters: "Number busy - unable to connect after 3 attempts" is busy, not unreachable.
-    """
-    if not text:
-        return None
-    for reason, pattern in _FAILURE_PATTERNS:
-        if pattern.search(text):
-            return reason
-    return FailureReason.OTHER
-
-
-def parse_duration(value: Any) -> float | None:
-    """A provider's duration in seconds: a number or a numeric string (Twilio and Vonage send
-    `"15"`); None for null/empty, ValueError for anything else or out of range."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError("duration is not a number of seconds")
-    seconds = float(value)
-    if not 0 <= seconds < 10**7:  # also refuses nan and inf
-        raise ValueError("duration out of range")
-    return seconds
-
-
-def answered_before_end(state: State, ended: datetime | None, duration: float | None) -> datetime | None:
-    """When a provider gives the end and the talk time but no answer time: a completed call was
-    answered `duration` seconds before it ended."""
-    if state is not State.COMPLETED or ended is None or duration is None:
-        return None
-    return datetime.fromtimestamp(ended.timestamp() - duration, tz=timezone.utc)

@@ -41,7 +41,7 @@ async def serve(service: Service, stop: asyncio.Event | None = None,
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context(tls) if tls else None)
     try:
         await site.start()
-        bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+        bound = runner.addresses[0]
         url = f"{'https' if tls else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound[1]}"
         log.info("listening on %s:%d", host, bound[1])
         if notice := access_warning(service.config):

@@ -17,15 +17,17 @@ from typing import Any, Awaitable, Callable
 import httpx
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 from prometheus_client.exposition import choose_encoder
 
 from . import landing, openapi
 from .api_models import ErrorBody, Registration, ScopeBody, decode_cursor, encode_cursor, parse_body
-from .errors import RequestError, WebhookSignatureError
+from .errors import PollError, RequestError, WebhookSignatureError
 from .model import State
 from .privacy import writes_refused, writes_refused_message
+from .records import call_record, scope_record
 from .service import Service
-from .store import StoreError
+from .store import CallQuery, StoreError
 from .webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         raise
     except StoreError as exc:
         log.error("%s", exc)
-        return error(503, "the call store cannot be written; see the exporter's log")
+        return error(503, "the call store is unavailable; see the exporter's log")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal error; see the exporter's log")
@@ -74,7 +76,7 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
 
 
 def create_app(service: Service, web_config: WebConfig | None = None) -> web.Application:
-    middlewares = [errors_as_json]
+    middlewares: list[Middleware] = [errors_as_json]
     if web_config is not None and web_config.basic_auth_users:
         middlewares.insert(0, BasicAuth(web_config.basic_auth_users).middleware())
     app = web.Application(client_max_size=service.config.max_request_bytes, middlewares=middlewares)
@@ -226,12 +228,12 @@ async def register_calls(request: web.Request) -> web.Response:
         items = [parse_body(Registration, item, f"[{i}] " if len(body) > 1 else "") for i, item in enumerate(body)]
         results = await service.register([item.model_dump() for item in items])
         created = sum(1 for _, new in results if new)
-        return web.json_response({"calls": [record for record, _ in results], "created": created,
+        return web.json_response({"calls": [call_record(record) for record, _ in results], "created": created,
                                   "existing": len(results) - created}, status=201 if created else 200)
     if not isinstance(body, dict):
         raise RequestError("body must be a JSON object (or an array of objects for a batch)", 400)
     [(record, created)] = await service.register([parse_body(Registration, body).model_dump()])
-    return web.json_response(record, status=201 if created else 200)
+    return web.json_response(call_record(record), status=201 if created else 200)
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -243,7 +245,7 @@ async def get_call(request: web.Request) -> web.Response:
     record = await service.store.get(account, call_id)
     if record is None:
         raise RequestError(f"call_id: no call {call_id[:128]!r} in account {account!r}", 404)
-    return web.json_response(record)
+    return web.json_response(call_record(record))
 
 
 async def delete_call(request: web.Request) -> web.Response:
@@ -253,7 +255,7 @@ async def delete_call(request: web.Request) -> web.Response:
     record = await service.unwatch(account, call_id)
     if record is None:
         raise RequestError(f"call_id: no call {call_id[:128]!r} in account {account!r}", 404)
-    return web.json_response(record)
+    return web.json_response(call_record(record))
 
 
 async def list_calls(request: web.Request) -> web.Response:
@@ -280,8 +282,8 @@ async def list_calls(request: web.Request) -> web.Response:
             cursor = decode_cursor(q["cursor"])
         except ValueError:
             raise RequestError("cursor: not a cursor returned by this API", 400) from None
-    records, last = await service.store.list(account, state, since, limit, cursor)
-    return web.json_response({"calls": records, "next": encode_cursor(last)})
+    records, last = await service.store.list_calls(CallQuery(account, state, since, limit, cursor))
+    return web.json_response({"calls": [call_record(r) for r in records], "next": encode_cursor(last)})
 
 
 def _parse_since(value: str | None) -> float | None:
@@ -325,7 +327,7 @@ async def add_scope(request: web.Request) -> web.Response:
     service = _require_ready(request)
     body = parse_body(ScopeBody, await read_json(request))
     scope = await service.scopes.add(body.account, body.scope)
-    return web.json_response(scope.record(), status=201)
+    return web.json_response(scope_record(scope), status=201)
 
 
 async def list_scopes(request: web.Request) -> web.Response:
@@ -364,7 +366,7 @@ async def webhook(request: web.Request) -> web.Response:
         raise RequestError(f"webhook signature: {exc}", 401) from None
     try:
         listed = provider.parse_webhook(await _webhook_body(request))
-    except (RequestError, ValueError, TypeError, KeyError) as exc:
+    except (RequestError, PollError, ValueError, TypeError, KeyError) as exc:
         counted["rejected"].inc()
         message = str(exc) if isinstance(exc, RequestError) else f"not a {provider.name} result webhook: {exc}"
         raise RequestError(message, 400) from None

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
 from conftest import account, make_config, running_service, wait_until
@@ -181,3 +181,28 @@ def test_api_token_protects_writes(tmp_path, registry, fake):
         ok = svc.client.post("/api/v1/calls", json=body, headers={"Authorization": "Bearer s3cret-api-token"})
         assert ok.status_code == 201
         assert svc.client.get(f"/api/v1/calls/tz/{CALL}").status_code == 200  # reads stay open
+
+
+def test_every_store_failure_the_api_meets_is_a_503_with_a_json_error(svc, fake):
+    """The store's file is changed under the running service (here: its tables renamed away by
+    another connection, as a broken restore or a wrong migration would): reads, registrations,
+    unwatching and scope writes answer 503 with a JSON error, never 500."""
+    call = fake.add_call(steps=[Step("queued", 0)])
+    assert svc.client.post("/api/v1/calls", json={"account": "tz", "call_id": call.call_id}).status_code == 201
+    scope = svc.client.post("/api/v1/scopes", json={"account": "tz", "scope": {"agent_id": AGENT}})
+    assert scope.status_code == 201
+    with sqlite3.connect(svc.service.config.store_path) as db:
+        for table in ("calls", "history", "scopes"):
+            db.execute(f"ALTER TABLE {table} RENAME TO {table}_gone")
+    for method, path, body in (
+        ("GET", f"/api/v1/calls/tz/{call.call_id}", None),
+        ("GET", "/api/v1/calls", None),
+        ("GET", "/", None),
+        ("POST", "/api/v1/calls", {"account": "tz", "call_id": CALL}),
+        ("DELETE", f"/api/v1/calls/tz/{call.call_id}", None),
+        ("POST", "/api/v1/scopes", {"account": "tz", "scope": {"agent_id": "223e4567-e89b-12d3-a456-426614174000"}}),
+        ("DELETE", f"/api/v1/scopes/{scope.json()['id']}", None),
+    ):
+        response = svc.client.request(method, path, json=body)
+        assert response.status_code == 503, (method, path, response.text)
+        assert "store" in response.json()["error"], (method, path)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from outbound_call_exporter import openapi
 from outbound_call_exporter.api_models import CallList, CallRecord
 from outbound_call_exporter.config import Config, resolve_accounts
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter.plugins import load_registry
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 

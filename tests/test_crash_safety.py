@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, Step
+from outbound_call_exporter.testing import FakeCall, Step
 from outbound_call_exporter_plugins.telzino import STATUS_MAP
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino import Telzino, TelzinoSettings
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 from outbound_call_exporter_plugins.trillet import Trillet, TrilletSettings

@@ -15,7 +15,7 @@ from outbound_call_exporter import plugins as plugin_host
 from outbound_call_exporter.hookspecs import PROJECT
 
 
-class Good(Provider):
+class Good(Provider[ProviderSettings, CallParams]):
     name = "good"
     default_base_url = "https://good.example"
     Settings = ProviderSettings
@@ -26,7 +26,7 @@ class Good(Provider):
     def build_request(self, call):
         return httpx.Request("GET", self.url("calls", call.call_id))
 
-    def parse_body(self, call, body):
+    def parse_body(self, body):
         return CallStatus(state=self.normalize(body["status"]), provider_status=body["status"])
 
 

@@ -33,7 +33,7 @@ from outbound_call_exporter.config import Config, param_defaults
 from outbound_call_exporter.fakes import FakeProvider, Step
 from outbound_call_exporter.plugins import Registry
 from outbound_call_exporter.privacy import MASK, OMITTED, Privacy, country_code, is_loopback, mask_number
-from outbound_call_exporter.store import NewCall, Store, Update
+from outbound_call_exporter.store import NewCall, SQLiteStore as Store, Update
 
 from conftest import account, make_config, running_service, wait_until
 

@@ -33,7 +33,7 @@ import yaml
 from pydantic import SecretStr
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeProvider, Fault, Step
+from outbound_call_exporter.testing import FakeProvider, Step, faults
 from outbound_call_exporter.plugins import load_registry
 
 from conftest import wait_until
@@ -266,12 +266,12 @@ def exercise_service(url: str, plugins: list[Plugin], out: Outputs) -> None:
         for p in plugins:
             echo = p.echo().encode()
             # provider error bodies and failure texts that quote the key back
-            for fault in (Fault("status", status=401, body=b'{"error": "invalid key ' + echo + b'"}'),
-                          Fault("status", status=400, body=b'{"detail": "' + echo + b'"}'),
-                          Fault("status", status=500, body=b"Traceback: key=" + echo),
-                          Fault("status", status=429, body=echo, retry_after="0"),
-                          Fault("malformed", body=b'{"key": "' + echo),
-                          Fault("wrong_shape", body=json.dumps([p.echo()]).encode())):
+            for fault in (faults.status(401, body=b'{"error": "invalid key ' + echo + b'"}'),
+                          faults.status(400, body=b'{"detail": "' + echo + b'"}'),
+                          faults.status(500, body=b"Traceback: key=" + echo),
+                          faults.status(429, body=echo, retry_after="0"),
+                          faults.malformed(b'{"key": "' + echo),
+                          faults.wrong_shape(json.dumps([p.echo()]).encode())):
                 p.fake.inject(fault, times=1)
             good = [p.fake.add_call(steps=steps(p.fake, State.FAILED), outcome=State.FAILED),
                     p.fake.add_call(steps=steps(p.fake, State.COMPLETED), outcome=State.COMPLETED)]

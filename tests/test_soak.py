@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider, Step
+from outbound_call_exporter.testing import FakeCall, FakeProvider, Step
 from outbound_call_exporter.plugins import load_registry
 
 from conftest import expected_state, wait_until

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from outbound_call_exporter import store as store_module
-from outbound_call_exporter.store import NewCall, Store, Update
+from outbound_call_exporter.store import NewCall, SQLiteStore, Update
+from outbound_call_exporter.store import writebehind as store_module
 
 
 def _batch() -> list[Update]:
@@ -33,7 +33,7 @@ def _written(tmp: Path, one_statement: bool, batch: list[Update], monkeypatch: p
     monkeypatch.setattr(store_module, "_ONE_STATEMENT", one_statement)
 
     async def run() -> None:
-        s = Store(tmp / f"{one_statement}.db")
+        s = SQLiteStore(tmp / f"{one_statement}.db")
         await s.open()
         await s.register([NewCall("a", f"c{i}", "p", {}, 1764000000.0) for i in range(1, 4)], "queued")
         for up in batch:

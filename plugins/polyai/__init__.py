@@ -14,6 +14,8 @@ Each module's docstring has its status mapping table; docs/providers/polyai.md h
 
 from __future__ import annotations
 
+from typing import Callable
+
 from outbound_call_exporter import hookimpl
 
 from .agents import PolyAIAgents
@@ -24,13 +26,13 @@ PROVIDERS = (PolyAIAgents, PolyAIPlatform, PolyAIConnector)
 
 
 @hookimpl
-def register_providers(register):
+def register_providers(register: Callable[[type], None]) -> None:
     for provider in PROVIDERS:
         register(provider)
 
 
 @hookimpl
-def register_fakes(register):
+def register_fakes(register: Callable[[type], None]) -> None:
     from .fakes import AgentsFake, ConnectorFake, PlatformFake
 
     for fake in (AgentsFake, PlatformFake, ConnectorFake):

@@ -49,7 +49,7 @@ class AgentsParams(CallParams):
     environment: Environment = Field(description="the environment the call was triggered in: its status lives there")
 
 
-class PolyAIAgents(OutcomeProvider):
+class PolyAIAgents(OutcomeProvider[AgentsSettings, AgentsParams]):
     name = "polyai_agents"
     description = "PolyAI Agents API v1 outbound call status (X-API-KEY; regions us, eu, uk, studio)"
     default_base_url = "https://api.us.poly.ai"
@@ -60,6 +60,6 @@ class PolyAIAgents(OutcomeProvider):
     auth_header = "X-API-KEY"
     region_url = "https://api.{region}.poly.ai"
 
-    def build_request(self, call: AgentsParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: AgentsParams) -> httpx.Request:
         return self.get(self.url("v1", "agents", call.agent_id, "telephony", "outbound-calls", call.call_id,
                                  "status", query={"environment": call.environment}))

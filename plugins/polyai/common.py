@@ -8,12 +8,12 @@ once; each API's module only says what differs (path, auth header, settings, sta
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Mapping
+from typing import Annotated, Any, ClassVar, Generic, Mapping, TypeVar
 
 import httpx
 from pydantic import AfterValidator, Field, SecretStr
 
-from outbound_call_exporter import CallStatus, Provider, State, classify_failure, parse_timestamp
+from outbound_call_exporter import CallParams, CallStatus, Provider, ProviderSettings, State, parse_timestamp
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 #: PolyAI's docs disagree on ids: `OUT-` + UUID (status docs, current triggers) or a plain UUID
@@ -28,8 +28,8 @@ def _call_id(value: str) -> str:
 
 
 CallSid = Annotated[str, AfterValidator(_call_id), Field(description="PolyAI call SID: OUT- + UUID, or a UUID")]
-
-
+S = TypeVar("S", bound=ProviderSettings)
+P = TypeVar("P", bound=CallParams)
 
 #: every PolyAI doc: "poll every 2-5 seconds" while queued/ringing (calling), "every 10-30
 #: seconds once in-progress"; unknown statuses are polled like in-progress ones
@@ -47,14 +47,7 @@ def outcome_status_map(queued: str, calling: str, success: str, failure: str) ->
     return {**names, **{k.swapcase(): v for k, v in names.items()}}
 
 
-def required_status(body: Mapping[str, Any]) -> str:
-    raw = body.get("status")
-    if not isinstance(raw, str):
-        raise ValueError("status is missing or not a string")
-    return raw
-
-
-class PolyAIProvider(Provider):
+class PolyAIProvider(Provider[S, P], Generic[S, P]):
     """Base of the three: the docs' cadence, one credential in one header, regional servers."""
 
     cadence = CADENCE
@@ -68,8 +61,10 @@ class PolyAIProvider(Provider):
     region_url: ClassVar[str | None] = None
 
     @classmethod
-    def default_base_url_for(cls, settings: Any) -> str:
-        return cls.region_url.format(region=settings.region) if cls.region_url else cls.default_base_url
+    def default_base_url_for(cls, settings: S) -> str:
+        if cls.region_url is None:
+            return cls.default_base_url
+        return cls.region_url.format(**settings.model_dump(include={"region"}))
 
     def get(self, url: httpx.URL) -> httpx.Request:
         secret: SecretStr = getattr(self.settings, self.credential)
@@ -77,16 +72,16 @@ class PolyAIProvider(Provider):
                                                   "Accept": "application/json"})
 
 
-class OutcomeProvider(PolyAIProvider):
+class OutcomeProvider(PolyAIProvider[S, P], Generic[S, P]):
     """Base of the APIs that answer `{"status": ..., "reason": ...}` (Agents API, platform).
 
-    `reason` is free text, usually empty except for failures; a `failure` is refined into a
-    bounded failure reason with `classify_failure` (the state stays `failed`). One published
-    variant adds ISO 8601 `created_at` / `last_updated`: used when present.
+    `reason` is free text, usually empty except for failures; the host refines a `failure` into
+    a bounded failure reason from it (the state stays `failed`). One published variant adds ISO
+    8601 `created_at` / `last_updated`: used when present.
     """
 
-    def parse_body(self, call, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = required_status(body)
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["status"]
         state = self.normalize(raw)
         reason = body.get("reason") if isinstance(body.get("reason"), str) else None
         created = parse_timestamp(body.get("created_at"))
@@ -98,5 +93,4 @@ class OutcomeProvider(PolyAIProvider):
             created_at=created,
             ended_at=updated if state.terminal else None,
             state_since=updated,
-            failure_reason=classify_failure(reason) if state is State.FAILED else None,
         )

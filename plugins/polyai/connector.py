@@ -35,10 +35,18 @@ from typing import Any, Mapping
 import httpx
 from pydantic import Field
 
-from outbound_call_exporter import (CallParams, CallStatus, Event, HeaderSecret, PathSegment, ProviderSettings,
-                                    State, parse_timestamp)
+from outbound_call_exporter import (
+    CallParams,
+    CallStatus,
+    Event,
+    HeaderSecret,
+    PathSegment,
+    ProviderSettings,
+    State,
+    parse_timestamp,
+)
 
-from .common import CallSid, PolyAIProvider, required_status
+from .common import CallSid, PolyAIProvider
 
 STATUS_MAP = {
     "CREATED": State.QUEUED,
@@ -79,7 +87,7 @@ def _event_item(item: Any) -> tuple[Any, Any]:
     raise ValueError("event_history entry is neither {status: timestamp} nor {status, timestamp}")
 
 
-class PolyAIConnector(PolyAIProvider):
+class PolyAIConnector(PolyAIProvider[ConnectorSettings, ConnectorParams]):
     name = "polyai_connector"
     description = "PolyAI connector outbound call status with event history (X-CONNECTOR-ID)"
     default_base_url = "https://api.us-1.platform.polyai.app"
@@ -89,7 +97,7 @@ class PolyAIConnector(PolyAIProvider):
     credential = "connector_id"
     auth_header = "X-CONNECTOR-ID"
 
-    def build_request(self, call: ConnectorParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: ConnectorParams) -> httpx.Request:
         return self.get(self.url("api", "v1", call.account_id, call.project_id, "outbound-call", "status",
                                  call.call_id))
 
@@ -106,8 +114,8 @@ class PolyAIConnector(PolyAIProvider):
             events.append(Event(self.normalize(raw), raw, parse_timestamp(at)))
         return tuple(events)
 
-    def parse_body(self, call: ConnectorParams, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = required_status(body)
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["status"]
         state = self.normalize(raw)
         events = self.events(body.get("event_history"))
         updated = parse_timestamp(body.get("last_updated"))

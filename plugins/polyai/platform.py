@@ -9,10 +9,11 @@ Source: docs/providers/reference/polyai-platform-outbound-calling.md. Header
 | queued | queued |
 | calling | dialing (spans ringing and talking: PolyAI reports no answered state) |
 | success | completed |
-| failure | failed ("failed to connect or was not answered"; `reason` such as "call queueing: max timeout limit exceeded" refines the failure reason: queue_timeout) |
+| failure | failed ("failed to connect or was not answered"; a `reason` refines it, see below) |
 
-The upper-case spellings of the Agents API (QUEUED, ...) are accepted too. Errors: 400
-(invalid call SID format) client error, 401 auth failure, 404 not found (the call does not
+A failure's `reason` such as "call queueing: max timeout limit exceeded" refines the failure
+reason (`queue_timeout`). The upper-case spellings of the Agents API (QUEUED, ...) are accepted
+too. Errors: 400 (invalid call SID format) client error, 401 auth failure, 404 not found (the call does not
 exist, or its status expired ~2 h after the call ended: `expired`), 500 retryable server error.
 Cadence: the doc's "poll every 2-5 seconds during queued and calling".
 """
@@ -41,7 +42,7 @@ class PlatformParams(CallParams):
     call_id: CallSid
 
 
-class PolyAIPlatform(OutcomeProvider):
+class PolyAIPlatform(OutcomeProvider[PlatformSettings, PlatformParams]):
     name = "polyai_platform"
     description = "PolyAI platform outbound-calling status (X-PolyAi-Auth-Token; regions us-1, uk-1, euw-1)"
     default_base_url = "https://api.us-1.platform.polyai.app"
@@ -52,5 +53,5 @@ class PolyAIPlatform(OutcomeProvider):
     auth_header = "X-PolyAi-Auth-Token"
     region_url = "https://api.{region}.platform.polyai.app"
 
-    def build_request(self, call: PlatformParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: PlatformParams) -> httpx.Request:
         return self.get(self.url("v1", "outbound-calling", call.call_id, "status"))

@@ -24,13 +24,24 @@ scope is `{agent_id}`. The result webhook POSTed to `callback_url` carries the r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import httpx
 from pydantic import Field
 
-from outbound_call_exporter import (CallParams, CallStatus, HeaderSecret, ListedCall, Provider, ProviderSettings,
-                                    State, Uuid, classify_failure, hookimpl, parse_timestamp)
+from outbound_call_exporter import (
+    CallPage,
+    CallParams,
+    CallStatus,
+    HeaderSecret,
+    ListedCall,
+    Provider,
+    ProviderSettings,
+    State,
+    Uuid,
+    hookimpl,
+    parse_timestamp,
+)
 
 STATUS_MAP = {
     "queued": State.QUEUED,
@@ -58,7 +69,7 @@ class TelzinoParams(CallParams):
     agent_id: Uuid = Field(description="the agent (UUID) that placed the call: a path segment of the status URL")
 
 
-class Telzino(Provider):
+class Telzino(Provider[TelzinoSettings, TelzinoParams]):
     name = "telzino"
     description = "Telzino outbound calls API (Bearer token)"
     default_base_url = "https://api.telzino.com"
@@ -70,19 +81,15 @@ class Telzino(Provider):
     metadata_extras = frozenset({"request_metadata"})
     cadence = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 10.0}
 
-    settings: TelzinoSettings
-
-    def build_request(self, call: TelzinoParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: TelzinoParams) -> httpx.Request:
         return httpx.Request("GET", self.url("v1", "agents", call.agent_id, "outbound-calls", call.call_id),
                              headers=self._headers())
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.token.get_secret_value()}", "Accept": "application/json"}
 
-    def parse_body(self, call: TelzinoParams, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = body.get("status")
-        if not isinstance(raw, str):
-            raise ValueError("status is missing or not a string")
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["status"]
         state = self.normalize(raw)
         created = parse_timestamp(body.get("created_at"))
         answered = parse_timestamp(body.get("answered_at"))
@@ -101,11 +108,9 @@ class Telzino(Provider):
             ended_at=ended,
             duration_seconds=float(duration) if isinstance(duration, (int, float)) else None,
             state_since=since,
-            failure_reason=classify_failure(error) if state is State.FAILED else None,
             sip_status_code=sip if isinstance(sip, int) and not isinstance(sip, bool) else None,
             extras={k: body[k] for k in EXTRAS if body.get(k) is not None},
         )
-
 
     # -- discovery, bulk status, webhook ------------------------------------------------------
 
@@ -113,33 +118,33 @@ class Telzino(Provider):
     list_status_filters = ("queued", "dispatching", "dispatched", "dialing", "in_progress")
     page_size = 100  # the documented maximum
 
-    def build_list_request(self, scope, page, status):  # type: ignore[no-untyped-def]
+    def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None) -> httpx.Request:
         query = {"page": str(page), "limit": str(self.page_size)}
         if status is not None:
             query["status"] = status
         return httpx.Request("GET", self.url("v1", "agents", scope["agent_id"], "outbound-calls", query=query),
                              headers=self._headers())
 
-    def parse_list_response(self, scope, response):  # type: ignore[no-untyped-def]
+    def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
         return self.paged_calls(response, "data", lambda item: {
             "call_id": item["id"], "agent_id": item.get("agent_id") or scope["agent_id"]})
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         if not isinstance(body.get("id"), str) or not isinstance(body.get("status"), str):
             raise ValueError("a Telzino result webhook carries the call's `id` and `status`")
-        params = {"call_id": body["id"]}
+        params: dict[str, Any] = {"call_id": body["id"]}
         if isinstance(body.get("agent_id"), str):
             params["agent_id"] = body["agent_id"]
-        return ListedCall(params, self.parse_body(None, body))  # type: ignore[arg-type]
+        return ListedCall(params, self.call_status(body))
 
 
 @hookimpl
-def register_providers(register):
+def register_providers(register: Callable[[type], None]) -> None:
     register(Telzino)
 
 
 @hookimpl
-def register_fakes(register):
+def register_fakes(register: Callable[[type], None]) -> None:
     from .fake import TelzinoFake
 
     register(TelzinoFake)

@@ -11,11 +11,11 @@ Status mapping (every documented value; see docs/providers/reference/trillet-bat
 | active | in_progress (covers both ringing and talking: Trillet does not tell them apart) |
 | completed | completed |
 | failed | failed (busy / no answer / ... only in the `error` text: see below) |
-| not_found (404 body, or any body with `"status": "not_found"`) | not a status: a not-found poll error, so a job seen before becomes `expired` |
+| not_found (a 404 body, or a body with `"status": "not_found"`) | a not-found error: a job seen before expires |
 
 Decisions:
 - `failed` stays `failed`; its `error` text ("Number busy - unable to connect after 3
-  attempts") is classified by `classify_failure` into `CallStatus.failure_reason` (busy,
+  attempts") is the `reason`, which the host classifies into `CallStatus.failure_reason` (busy,
   no_answer, unreachable, ... other), the bounded `reason` of `outbound_call_failures_total`.
 - Times are the provider's clock, epoch milliseconds: `startTime` is when the job entered
   `active` (the `active` history entry's time), `endTime` is `ended_at` and the terminal
@@ -36,13 +36,26 @@ Decisions:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import httpx
 from pydantic import Field
 
-from outbound_call_exporter import (BatchProgress, CallParams, CallStatus, ErrorReason, HeaderSecret, PathSegment,
-                                    PollError, Provider, ProviderSettings, State, classify_failure, hookimpl, parse_timestamp)
+from outbound_call_exporter import (
+    BatchProgress,
+    CallPage,
+    CallParams,
+    CallStatus,
+    ErrorReason,
+    HeaderSecret,
+    PathSegment,
+    PollError,
+    Provider,
+    ProviderSettings,
+    State,
+    hookimpl,
+    parse_timestamp,
+)
 
 STATUS_MAP = {
     "waiting": State.QUEUED,
@@ -70,7 +83,7 @@ class TrilletParams(CallParams):
     batch_id: PathSegment = Field(description="the batch the job belongs to (a path segment of the status URL)")
 
 
-class Trillet(Provider):
+class Trillet(Provider[TrilletSettings, TrilletParams]):
     name = "trillet"
     description = "Trillet batch calls: status of one job of a batch (x-api-key + x-workspace-id)"
     default_base_url = "https://api.trillet.ai"
@@ -83,9 +96,7 @@ class Trillet(Provider):
     #: the developer plan's limit: 60 requests per minute (docs/providers/reference/provider-facts.md)
     default_max_requests_per_second = 1.0
 
-    settings: TrilletSettings
-
-    def build_request(self, call: TrilletParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: TrilletParams) -> httpx.Request:
         return httpx.Request("GET", self.url("v1", "api", "batch-calls", call.batch_id, "calls", call.call_id),
                              headers=self._headers())
 
@@ -100,20 +111,20 @@ class Trillet(Provider):
     scope_includes_past = True  # a batch scope watches every job of the batch
     page_size = 100  # the documented maximum
 
-    def build_list_request(self, scope, page, status):  # type: ignore[no-untyped-def]
+    def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None) -> httpx.Request:
         query = {"page": str(page), "limit": str(self.page_size), "status": status or "all"}
         return httpx.Request("GET", self.url("v1", "api", "batch-calls", scope["batch_id"], "calls", query=query),
                              headers=self._headers())
 
-    def parse_list_response(self, scope, response):  # type: ignore[no-untyped-def]
+    def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
         return self.paged_calls(response, "calls", lambda item: {"call_id": item["jobId"],
                                                                  "batch_id": scope["batch_id"]})
 
-    def build_progress_request(self, scope):  # type: ignore[no-untyped-def]
+    def build_progress_request(self, scope: Mapping[str, str]) -> httpx.Request:
         return httpx.Request("GET", self.url("v1", "api", "batch-calls", scope["batch_id"], "status"),
                              headers=self._headers())
 
-    def parse_progress_response(self, scope, response):  # type: ignore[no-untyped-def]
+    def parse_progress_response(self, scope: Mapping[str, str], response: httpx.Response) -> BatchProgress:
         self.raise_for_status(response)
         body = self.json_object(response)
         counts = {k: body[k] for k in PROGRESS_COUNTERS}
@@ -121,28 +132,29 @@ class Trillet(Provider):
             raise ValueError("batch progress counters must be integers")
         return BatchProgress(counts, complete=body.get("isComplete") is True)
 
-    def parse_response(self, call: TrilletParams, response: httpx.Response) -> CallStatus:  # type: ignore[override]
+    def parse_response(self, call: TrilletParams, response: httpx.Response) -> CallStatus:
         self.raise_for_status(response)  # 404, with or without the not_found body, is not-found
         body = self.json_object(response)
         if body.get("status") == NOT_FOUND_STATUS:
             raise PollError(ErrorReason.NOT_FOUND,
                             f"HTTP {response.status_code} from {response.request.url.path}: "
                             f"job not found (status {NOT_FOUND_STATUS!r})")
-        return self.parse_body(call, body)
+        return self.call_status(body)
 
-    def parse_body(self, call: TrilletParams, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = body.get("status")
-        if not isinstance(raw, str):
-            raise ValueError("status is missing or not a string")
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["status"]
         state = self.normalize(raw)
         started = parse_timestamp(_number(body, "startTime"))
         ended = parse_timestamp(_number(body, "endTime"))
         duration = _number(body, "duration")
-        error = self._redact(body.get("error")) if isinstance(body.get("error"), str) else None
+        text = body.get("error")
+        error = self._redact(text) if isinstance(text, str) else None
         answered = None
         if state is State.COMPLETED and ended is not None and duration is not None:
             answered = parse_timestamp(ended.timestamp() - duration)
-        result = body.get("result") if isinstance(body.get("result"), dict) else {}
+        result = body.get("result")
+        if not isinstance(result, dict):
+            result = {}
         extras: dict[str, Any] = {k: body[k] for k in EXTRAS if body.get(k) is not None}
         if error is not None:
             extras["error"] = error
@@ -157,7 +169,6 @@ class Trillet(Provider):
             ended_at=ended,
             duration_seconds=float(duration) if duration is not None else None,
             state_since=ended if state.terminal else started if state is State.IN_PROGRESS else None,
-            failure_reason=classify_failure(error) if state is State.FAILED else None,
             extras=extras,
         )
 
@@ -182,12 +193,12 @@ def _number(body: dict[str, Any], key: str) -> float | None:
 
 
 @hookimpl
-def register_providers(register):
+def register_providers(register: Callable[[type], None]) -> None:
     register(Trillet)
 
 
 @hookimpl
-def register_fakes(register):
+def register_fakes(register: Callable[[type], None]) -> None:
     from .fake import TrilletFake
 
     register(TrilletFake)

@@ -35,9 +35,8 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import Field, StringConstraints, model_validator
 
-from outbound_call_exporter import (CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall, Provider,
+from outbound_call_exporter import (answered_before_end, parse_duration, CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall, Provider,
                                     ProviderSettings, State, hookimpl)
-from outbound_call_exporter.provider import answered_before_end, parse_duration
 
 from .signature import verify_signature
 

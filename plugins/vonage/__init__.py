@@ -28,9 +28,8 @@ from typing import Annotated, Any
 import httpx
 from pydantic import Field, AfterValidator, SecretStr
 
-from outbound_call_exporter import (CallParams, CallStatus, FailureReason, ListedCall, Provider, ProviderSettings,
+from outbound_call_exporter import (answered_before_end, parse_duration, CallParams, CallStatus, FailureReason, ListedCall, Provider, ProviderSettings,
                                     State, Uuid, classify_failure, hookimpl, parse_timestamp)
-from outbound_call_exporter.provider import answered_before_end, parse_duration
 
 from .auth import RequestTokens, load_private_key, verify_signed_webhook
 

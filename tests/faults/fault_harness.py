@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import httpx
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider, Step
+from outbound_call_exporter.testing import FakeCall, FakeProvider, Step
 from outbound_call_exporter.model import ErrorReason
 from outbound_call_exporter.plugins import Registry
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Fault
+from outbound_call_exporter.testing import faults
 from outbound_call_exporter.plugins import load_registry
 
 from conftest import account, expected_state, make_config, running_service, wait_until
@@ -19,15 +19,15 @@ from fault_harness import REASONS, parse_iso, quick_steps
 
 #: one of each, in this order, then the provider answers normally
 SEQUENCE = [
-    (Fault("status", status=503, body=b"<html><body>503 Service Unavailable</body></html>"), "server_error"),
-    (Fault("status", status=500, body=b""), "server_error"),
-    (Fault("malformed"), "invalid_response"),
-    (Fault("wrong_shape"), "invalid_response"),
-    (Fault("wrong_shape", body=b'{"status": ["completed"], "created_at": {"nested": true}}'), "invalid_response"),
-    (Fault("wrong_shape", body=b'"completed"'), "invalid_response"),
-    (Fault("malformed", body=b'\xff\xfe{"status": "\xc3'), "invalid_response"),
-    (Fault("status", status=418, body=b'{"error": null}'), "client_error"),
-    (Fault("unknown_status", value="\u202e\u0000<script>"), None),  # not an error
+    (faults.status(503, body=b"<html><body>503 Service Unavailable</body></html>"), "server_error"),
+    (faults.status(500, body=b""), "server_error"),
+    (faults.malformed(), "invalid_response"),
+    (faults.wrong_shape(), "invalid_response"),
+    (faults.wrong_shape(b'{"status": ["completed"], "created_at": {"nested": true}}'), "invalid_response"),
+    (faults.wrong_shape(b'"completed"'), "invalid_response"),
+    (faults.malformed(b'\xff\xfe{"status": "\xc3'), "invalid_response"),
+    (faults.status(418, body=b'{"error": null}'), "client_error"),
+    (faults.unknown_status("\u202e\u0000<script>"), None),  # not an error
 ]
 
 

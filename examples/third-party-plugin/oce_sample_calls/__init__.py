@@ -18,7 +18,7 @@ class SampleCallsParams(CallParams):
     call_id: str = Field(pattern=r"^CA[0-9a-f]{32}$")  # the Call SID
 
 
-class SampleCalls(Provider):
+class SampleCalls(Provider[SampleCallsSettings, SampleCallsParams]):
     name = "sample_calls"
     description = "Twilio-compatible Calls API (example third-party plugin)"
     default_base_url = "https://calls.example.com"
@@ -36,10 +36,8 @@ class SampleCalls(Provider):
         return httpx.Request("GET", self.url("2010-04-01", "Accounts", sid, "Calls", f"{call.call_id}.json"),
                              headers={"Authorization": f"Basic {basic}"})
 
-    def parse_body(self, call, body):
-        raw, duration = body.get("status"), body.get("duration")  # duration: string seconds
-        if not isinstance(raw, str):
-            raise ValueError("status is missing or not a string")
+    def parse_body(self, body):  # the host checked that `status` is a string
+        raw, duration = body["status"], body.get("duration")  # duration: string seconds
         return CallStatus(state=self.normalize(raw), provider_status=raw,
                           created_at=_rfc2822(body.get("date_created")), ended_at=_rfc2822(body.get("end_time")),
                           duration_seconds=float(duration) if duration else None,

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeProvider
+from outbound_call_exporter.testing import FakeProvider
 
 
 def _rfc2822(ts):
