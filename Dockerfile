@@ -7,8 +7,17 @@
 #       -v oce-data:/var/lib/outbound-call-exporter outbound-call-exporter
 #
 # Volumes: /etc/outbound-call-exporter (config.yml and *_file secrets, read-only
-# is fine) and /var/lib/outbound-call-exporter (the SQLite store: the working
-# directory, so the default store_path ./data/calls.db lands in it).
+# is fine, but readable by uid 10001) and /var/lib/outbound-call-exporter (the
+# SQLite store: the working directory, so the default store_path
+# ./data/calls.db lands in it; writable by uid 10001).
+#
+# PYTHON_IMAGE: any image with Python >= 3.11 whose interpreter answers to
+# `python` (on Debian's own images install python-is-python3 and python3-venv).
+# Both stages must use the same image: the venv copied into the runtime stage
+# points at its interpreter.
+#
+# podman: build with `--format docker`, or the OCI format drops HEALTHCHECK.
+# scripts/check-image builds the image and runs its health check.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
@@ -18,7 +27,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/outbound-call-exporter
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter/ exporter/
 COPY plugins/ plugins/
 RUN /opt/outbound-call-exporter/bin/pip install . \
@@ -40,18 +49,18 @@ COPY --from=build /opt/outbound-call-exporter /opt/outbound-call-exporter
 
 ENV PATH="/opt/outbound-call-exporter/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    HEALTHCHECK_URL="http://127.0.0.1:9877/-/healthy"
+    PYTHONUNBUFFERED=1
 
 WORKDIR /var/lib/outbound-call-exporter
 VOLUME ["/etc/outbound-call-exporter", "/var/lib/outbound-call-exporter"]
 USER 10001:10001
 EXPOSE 9877
 
-# No curl in a slim image: the interpreter we already ship does the check.
-# Set HEALTHCHECK_URL if listen_address uses another port.
+# The check reads the config CMD runs with, so it follows listen_address. With
+# --web.config.file, or another config path, override it:
+#   docker run --health-cmd 'outbound-call-exporter healthcheck --config FILE --web.config.file WEB' ...
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
+    CMD ["outbound-call-exporter", "healthcheck", "--config", "/etc/outbound-call-exporter/config.yml"]
 
 ENTRYPOINT ["outbound-call-exporter"]
 CMD ["run", "--config", "/etc/outbound-call-exporter/config.yml"]

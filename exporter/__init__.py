@@ -7,8 +7,8 @@ from ._version import __version__
 from .errors import PollError, WebhookSignatureError
 from .hookspecs import hookimpl
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, Event, FailureReason, ListedCall, State
-from .provider import (CallParams, HeaderSecret, PathSegment, Provider, ProviderSettings, Uuid, classify_failure,
-                       parse_retry_after, parse_timestamp)
+from .parsing import answered_before_end, classify_failure, parse_duration, parse_retry_after, parse_timestamp
+from .provider import CallParams, HeaderSecret, PathSegment, Provider, ProviderSettings, Uuid
 
 __all__ = [
     "__version__",
@@ -32,4 +32,6 @@ __all__ = [
     "Uuid",
     "parse_timestamp",
     "parse_retry_after",
+    "parse_duration",
+    "answered_before_end",
 ]

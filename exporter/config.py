@@ -1,28 +1,33 @@
-"""Configuration: a YAML file, `OCE_` environment overrides and `*_file` secrets.
+"""Configuration: the models, and loading them from a YAML file and the environment.
 
-Environment variables override the file, nested with `__`. List items (accounts) are addressed
-by index or by account name, so a secret can be injected without repeating the list:
-`OCE_ACCOUNTS__0__SETTINGS__TOKEN=…` or `OCE_ACCOUNTS__TELZINO_MAIN__SETTINGS__TOKEN=…`
-(names match case-insensitively with `-` read as `_`). Any key `X_file` anywhere in the config
-is replaced by key `X` holding that file's content (Docker/Kubernetes secrets).
+`load_config` builds `Config` from pydantic-settings sources (`config_sources`): the YAML file,
+then `OCE_` environment variables over it (nested with `__`, list items by index or account
+name), with `*_file` secrets resolved. `Config(...)` in code takes only what it is given (the
+demo and tests build it that way). Every failure is a `ConfigError` in one voice
+(`config_errors`): file, then path, then reason.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, TypeAdapter, ValidationError,
+                      field_validator)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import ConfigError
+from .config_errors import config_error, field_path, format_validation_error, reason, validation_error
+from .config_sources import Environment, LoadContext, YamlFile
 from .model import State
 from .plugins import Registry
+from .privacy import Privacy
 from .provider import CallParams, Provider, ProviderSettings
+
+__all__ = ["Account", "AccountConfig", "Config", "ScopeInvalid", "format_validation_error", "load_config",
+           "param_defaults", "resolve_accounts", "secret_values", "split_address", "validate_scope"]
 
 ENV_PREFIX = "OCE_"
 DEFAULT_BUCKETS = [5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600, 7200]
@@ -41,7 +46,7 @@ class AccountConfig(BaseModel):
     max_concurrency: int = Field(32, ge=1, le=10_000)
     #: default: the plugin's `default_max_requests_per_second` (its documented limit, else 20)
     max_requests_per_second: float | None = Field(None, gt=0, le=100_000)
-    poll_interval_seconds: dict[PollState, float] = Field(default_factory=dict)
+    poll_interval_seconds: dict[PollState, Annotated[float, Field(ge=0.1)]] = Field(default_factory=dict)
     not_found_grace_seconds: float = Field(60.0, ge=0)
     #: watch scopes: every call of an agent created from now on, every job of a batch
     watch: list[dict[str, str]] = Field(default_factory=list)
@@ -49,14 +54,6 @@ class AccountConfig(BaseModel):
     webhook_token: SecretStr | None = None
     #: raw until the plugin's model validates it (and marks its secrets): never in a repr
     settings: dict[str, Any] = Field(default_factory=dict, repr=False)
-
-    @field_validator("poll_interval_seconds")
-    @classmethod
-    def _min_interval(cls, value: dict[str, float]) -> dict[str, float]:
-        for state, seconds in value.items():
-            if seconds < 0.1:
-                raise ValueError(f"{state}: {seconds} is below the minimum of 0.1 seconds")
-        return value
 
     @field_validator("base_url")
     @classmethod
@@ -67,9 +64,12 @@ class AccountConfig(BaseModel):
 
 
 class Config(BaseSettings):
-    """The whole service configuration (design.md, "Config" and "Limits")."""
+    """The whole service configuration (docs/design.md, "Config" and "Limits")."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    #: where this config came from, and the keys renamed on the way (`tokn_file` -> `tokn`)
+    _load: LoadContext = PrivateAttr(default_factory=LoadContext)
 
     listen_address: str = "0.0.0.0:9877"
     store_path: Path = Path("./data/calls.db")
@@ -87,6 +87,10 @@ class Config(BaseSettings):
     #: batch scopes watched at once (each adds a `batch` label value to outbound_call_batch_jobs)
     max_watched_batches: int = Field(100, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: what call records keep of personal data (docs/design.md, "Privacy and access by default")
+    privacy: Privacy = Field(default_factory=Privacy)
+    #: accept POST/DELETE without api_token on a non-loopback listen_address (warned at start-up)
+    allow_unauthenticated_writes: bool = False
 
     @field_validator("listen_address")
     @classmethod
@@ -111,9 +115,21 @@ class Config(BaseSettings):
         return value
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):  # type: ignore[override]
-        return (init_settings,)
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Highest priority first: what code passes, the environment, the YAML file."""
+        context = _LOADING.get()
+        if context is None:
+            return (init_settings,)
+        yaml_file = YamlFile(settings_cls, context)
+        return init_settings, Environment(settings_cls, context, yaml_file.yaml_data), yaml_file
+
+
+#: set by `load_config` while it builds a `Config`; otherwise `Config(...)` reads nothing else
+_LOADING: ContextVar[LoadContext | None] = ContextVar("config_loading", default=None)
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -134,6 +150,7 @@ class Account:
     defaults: Mapping[str, Any]
     secret_fields: frozenset[str]
     secrets: tuple[str, ...]
+    privacy: Privacy = Privacy()
 
     @property
     def provider_name(self) -> str:
@@ -143,125 +160,29 @@ class Account:
 # -- loading ---------------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, merge and validate; every failure is a `ConfigError` naming file and field."""
-    environ = os.environ if environ is None else environ
-    where = str(path) if path else "(no file)"
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{where}:{at} invalid YAML: {getattr(exc, 'problem', exc)}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{where}: the top level must be a mapping")
-        data = loaded or {}
-    data = apply_env(data, environ)
-    data = resolve_secret_files(data, where, ())
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, merge and validate; every failure is a `ConfigError` naming file, path and reason.
+
+    A config without accounts is an error here (it would watch nothing); the demo builds its
+    own `Config`.
+    """
+    context = LoadContext(where=str(path) if path else "(no file)", path=Path(path) if path else None,
+                          environ=os.environ if environ is None else environ)
+    token = _LOADING.set(context)
     try:
-        return Config(**data)
+        config = Config()
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {format_validation_error(exc, data)}") from None
+        raise validation_error(context.where, exc, context.data, context.renames, known=_KNOWN_KEYS) from None
+    finally:
+        _LOADING.reset(token)
+    config._load = LoadContext(where=context.where, renames=context.renames)  # not the raw data: it holds secrets
+    if not config.accounts:
+        raise config_error(context.where, "accounts", "no account configured; add at least one under accounts: "
+                           "with name, provider and settings (outbound-call-exporter plugins lists the providers)")
+    return config
 
 
-def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Deep-merge `OCE_A__B__0__C=value` variables over the file's data."""
-    merged = json.loads(json.dumps(data, default=str))
-    for key in sorted(environ):
-        if not key.upper().startswith(ENV_PREFIX):
-            continue
-        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__")]
-        if not all(parts):
-            continue
-        _set_path(merged, parts, _env_value(environ[key]), key)
-    return merged
-
-
-def _env_value(raw: str) -> Any:
-    if raw[:1] in "[{":
-        try:
-            return json.loads(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def _set_path(node: Any, parts: list[str], value: Any, key: str) -> None:
-    head, rest = parts[0], parts[1:]
-    if isinstance(node, list):
-        index = _list_index(node, head)
-        if index is None:
-            raise ConfigError(f"environment variable {key}: no list item {head!r}")
-        if not rest:
-            node[index] = value
-        else:
-            _set_path(node[index], rest, value, key)
-        return
-    if not isinstance(node, dict):
-        raise ConfigError(f"environment variable {key}: {head!r} is not inside a mapping")
-    if not rest:
-        node[head] = value
-        return
-    node.setdefault(head, [] if head == "accounts" else {})
-    _set_path(node[head], rest, value, key)
-
-
-def _list_index(items: list[Any], head: str) -> int | None:
-    if head.isdigit():
-        return int(head) if int(head) < len(items) else None
-    wanted = head.replace("-", "_").lower()
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and str(item.get("name", "")).replace("-", "_").lower() == wanted:
-            return i
-    return None
-
-
-def resolve_secret_files(node: Any, where: str, path: tuple[str, ...]) -> Any:
-    """Replace every `X_file: /path` by `X: <content of /path>` (trailing newline stripped)."""
-    if isinstance(node, list):
-        return [resolve_secret_files(v, where, path + (str(i),)) for i, v in enumerate(node)]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(key, str) and key.endswith("_file") and isinstance(value, str):
-            target = key[: -len("_file")]
-            field = ".".join(path + (target,))
-            if node.get(target) is not None:
-                raise ConfigError(f"{where}: {field}: give either {target} or {key}, not both")
-            try:
-                out[target] = Path(value).read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise ConfigError(f"{where}: {field}_file: cannot read {value}: {exc.strerror}") from None
-        else:
-            out[key] = resolve_secret_files(value, where, path + (str(key),))
-    return out
-
-
-def format_validation_error(exc: ValidationError, data: Any = None) -> str:
-    """Pydantic errors as `field.path: message` lines, without echoing input values."""
-    lines = []
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if data is not None and err["loc"][:1] == ("accounts",) and len(err["loc"]) > 1:
-            name = _account_name(data, err["loc"][1])
-            if name:
-                loc = loc.replace(f"accounts.{err['loc'][1]}", f"accounts[{err['loc'][1]}] ({name})", 1)
-        lines.append(f"{loc}: {err['msg']}")
-    return "; ".join(lines)
-
-
-def _account_name(data: Any, index: Any) -> str | None:
-    try:
-        return str(data["accounts"][index]["name"])
-    except (KeyError, IndexError, TypeError):
-        return None
+_KNOWN_KEYS = frozenset(Config.model_fields) | frozenset(AccountConfig.model_fields)
 
 
 # -- resolving accounts against the plugins ------------------------------------------------
@@ -269,34 +190,37 @@ def _account_name(data: Any, index: Any) -> str | None:
 
 def resolve_accounts(config: Config, registry: Registry) -> list[Account]:
     """Instantiate each account's plugin with its validated settings."""
-    accounts = []
-    for i, acc in enumerate(config.accounts):
-        label = f"accounts[{i}] ({acc.name})"
-        cls = registry.providers.get(acc.provider)
-        if cls is None:
-            known = ", ".join(sorted(registry.providers)) or "none"
-            raise ConfigError(f"{label}.provider: unknown provider {acc.provider!r} (available: {known})")
+    return [_resolve_account(config, i, acc, registry) for i, acc in enumerate(config.accounts)]
+
+
+def _resolve_account(config: Config, i: int, acc: AccountConfig, registry: Registry) -> Account:
+    load, names = config._load, {"accounts": [{"name": a.name} for a in config.accounts]}
+    label = field_path(("accounts", i), names)
+    cls = registry.providers.get(acc.provider)
+    if cls is None:
+        known = ", ".join(sorted(registry.providers)) or "none"
+        raise config_error(load.where, f"{label}.provider", f"unknown provider {acc.provider!r} (available: {known})")
+    try:
+        settings = cls.Settings.model_validate(acc.settings)
+    except ValidationError as exc:
+        raise validation_error(load.where, exc, names, load.renames, base=("accounts", i, "settings"),
+                               known=cls.Settings.model_fields) from None
+    for j, scope in enumerate(acc.watch):
         try:
-            settings = cls.Settings.model_validate(acc.settings)
-        except ValidationError as exc:
-            raise ConfigError(f"{label}.settings: {format_validation_error(exc)}") from None
-        provider = cls(settings, acc.base_url)
-        for j, scope in enumerate(acc.watch):
-            try:
-                validate_scope(cls, scope)
-            except ValueError as exc:
-                raise ConfigError(f"{label}.watch[{j}]: {exc}") from None
-        if acc.max_requests_per_second is None:
-            acc = acc.model_copy(update={"max_requests_per_second": cls.default_max_requests_per_second})
-        cadence = dict(cls.cadence)
-        cadence.update({State(k): v for k, v in acc.poll_interval_seconds.items()})
-        accounts.append(Account(
-            name=acc.name, provider=provider, config=acc, cadence=cadence,
-            defaults=param_defaults(settings, cls.Params),
-            secret_fields=frozenset(k for k, v in settings.__dict__.items() if isinstance(v, SecretStr)),
-            secrets=secret_values(settings),
-        ))
-    return accounts
+            validate_scope(cls, scope)
+        except ScopeInvalid as exc:
+            where = f"{label}.watch[{j}]" + (f".{exc.key}" if exc.key else "")
+            raise config_error(load.where, where, exc.reason) from None
+    if acc.max_requests_per_second is None:
+        acc = acc.model_copy(update={"max_requests_per_second": cls.default_max_requests_per_second})
+    cadence = dict(cls.cadence)
+    cadence.update({State(k): v for k, v in acc.poll_interval_seconds.items()})
+    return Account(
+        name=acc.name, provider=cls(settings, acc.base_url), config=acc, cadence=cadence,
+        defaults=param_defaults(settings, cls.Params),
+        secret_fields=frozenset(k for k, v in settings.__dict__.items() if isinstance(v, SecretStr)),
+        secrets=secret_values(settings), privacy=config.privacy,
+    )
 
 
 def param_defaults(settings: ProviderSettings, params: type[CallParams]) -> dict[str, Any]:
@@ -315,21 +239,31 @@ def secret_values(settings: ProviderSettings) -> tuple[str, ...]:
                  if isinstance(v, SecretStr) and v.get_secret_value())
 
 
+class ScopeInvalid(ValueError):
+    """A watch scope the plugin refuses; `key` is the scope key at fault, when there is one."""
+
+    def __init__(self, reason: str, key: str | None = None) -> None:
+        super().__init__(f"{key}: {reason}" if key else reason)
+        self.reason, self.key = reason, key
+
+
 def validate_scope(cls: type[Provider], value: Any) -> dict[str, str]:
     """A scope object checked against the plugin: a supported key, a value its params accept."""
-    from pydantic import TypeAdapter
-
     if not cls.supports("list"):
-        raise ValueError(f"provider {cls.name} has no list endpoint, so it cannot watch scopes")
+        raise ScopeInvalid(f"provider {cls.name} has no list endpoint, so it cannot watch scopes")
     if not isinstance(value, dict) or len(value) != 1:
-        raise ValueError("a scope is an object with exactly one key, e.g. {\"agent_id\": \"...\"}")
+        raise ScopeInvalid("a scope is an object with exactly one key, e.g. {\"agent_id\": \"...\"}")
     [(key, scope_value)] = value.items()
     if key not in cls.scope_keys:
         supported = ", ".join(sorted(cls.scope_keys))
-        raise ValueError(f"scope key {str(key)[:32]!r} is not supported by {cls.name} (supported: {supported})")
+        raise ScopeInvalid(f"scope key {str(key)[:32]!r} is not supported by {cls.name} (supported: {supported})")
+    if not isinstance(scope_value, str):
+        raise ScopeInvalid("must be a string", key)
     info = cls.Params.model_fields[key]
+    # an optional param (`Uuid | None = None`) carries no metadata of its own
+    annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
     try:
-        TypeAdapter(Annotated[info.annotation, *info.metadata]).validate_python(scope_value)
+        TypeAdapter(annotation).validate_python(scope_value)
     except ValidationError as exc:
-        raise ValueError(f"{key}: {exc.errors(include_input=False)[0]['msg']}") from None
+        raise ScopeInvalid(reason(exc.errors(include_input=False)[0], (key,), []), key) from None
     return {key: scope_value}

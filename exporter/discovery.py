@@ -1,8 +1,8 @@
 """Watch scopes: discover an agent's or a batch's calls and refresh them in bulk.
 
 One `ScopeWatcher` per scope runs a cycle every refresh interval (the account's `queued`
-cadence), every request going through the account's poller (same rate limit, concurrency,
-metrics and health as status requests):
+cadence), every request going through the account (same rate limit, concurrency, metrics and
+health as status requests):
 
 1. discovery — list the scope's calls newest first (unfiltered) down to what the last cycle
    already saw (the scope's start for an agent; everything for a batch on its first cycle) and
@@ -13,6 +13,10 @@ metrics and health as status requests):
    non-terminal listing (it ended) gets its per-call poll, which confirms the end;
 3. progress — for batches, read the provider's job counters (a gauge while the batch is
    watched) and finish the scope once the provider says the batch is complete.
+
+The module knows the accounts only through `ScopeAccount` and new calls only through the
+`Register` callable it is given: it does not know the service, the poller's internals or the
+store's registration path.
 """
 
 from __future__ import annotations
@@ -22,20 +26,22 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
 
-from .errors import PollError
+import httpx
 
-from .model import ListedCall
+from .config import validate_scope
+from .errors import PollError, RequestError
+from .metrics import BatchJobs
+from .model import ListedCall, State
+from .provider import Provider
 from .records import scope_record
-from .store import ScopeRow
-
-if TYPE_CHECKING:
-    from .scheduler import AccountPoller
-    from .service import Service
+from .store import CallStore, ScopeRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: pages per listing per cycle: a bound, so one huge scope cannot starve the account's budget
 MAX_PAGES = 50
@@ -43,44 +49,50 @@ MAX_PAGES = 50
 OVERLAP_SECONDS = 60.0
 
 
-@dataclass
-class Scope:
-    """A stored watch scope (design.md, "Scopes and webhooks")."""
+class ScopeAccount(Protocol):
+    """What a scope needs from its account (an `AccountPoller` is one)."""
 
-    id: str
-    account: str
-    scope: dict[str, str]
-    created_at: float
-    origin: str = "api"  # "api" or "config"
-    complete: bool = False
-    discovered: int = 0
-    progress: dict[str, int] = field(default_factory=dict)
+    name: str
+    provider_name: str
 
-    def row(self) -> ScopeRow:
-        return ScopeRow(self.id, self.account, self.scope, self.created_at, self.origin, self.complete,
-                        self.discovered)
+    @property
+    def cadence(self) -> Mapping[State, float]: ...
+
+    @property
+    def provider(self) -> Provider[Any, Any]: ...
+
+    async def fetch(self, request: httpx.Request, parse: Callable[[httpx.Response], T]) -> T: ...
+
+    def refreshed(self, listed: ListedCall, hold: float) -> bool: ...
+
+    def provider_statuses(self, scope: Mapping[str, str]) -> set[str | None]: ...
+
+
+#: start watching a call a listing of the account revealed; True if it is watched now
+Register = Callable[[str, ListedCall], Awaitable[bool]]
 
 
 class ScopeWatcher:
     """Runs one scope's discovery / refresh / progress cycle until stopped or complete."""
 
-    def __init__(self, scope: Scope, poller: "AccountPoller", register: Any, on_change: Any) -> None:
-        self.scope = scope
-        self.poller = poller
-        self.provider = poller.account.provider
-        self._register = register  # async callable(poller, listed) -> bool: start watching a new call
-        self._on_change = on_change  # async callable(scope): persist counters / completion
+    def __init__(
+        self, row: ScopeRow, account: ScopeAccount, register: Register, on_change: Callable[[ScopeRow], Awaitable[None]]
+    ) -> None:
+        self.row = row
+        self.account = account
+        self.provider = account.provider
+        self.progress: dict[str, int] = {}
+        self._register = register
+        self._on_change = on_change
         self._high_water: float | None = None  # newest provider creation time discovery has seen
         self._task: asyncio.Task[None] | None = None
 
     @property
     def interval(self) -> float:
-        from .model import State
-
-        return self.poller.account.cadence[State.QUEUED]
+        return self.account.cadence[State.QUEUED]
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"scope-{self.scope.id}")
+        self._task = asyncio.create_task(self._run(), name=f"scope-{self.row.id}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -88,14 +100,14 @@ class ScopeWatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        while not self.scope.complete:
+        while not self.row.complete:
             started = time.monotonic()
             try:
                 await self.cycle()
-            except PollError as exc:  # counted by the poller; try again next cycle
-                log.debug("scope %s: %s", self.scope.id, exc)
+            except PollError as exc:  # counted by the account; try again next cycle
+                log.debug("scope %s: %s", self.row.id, exc)
             except Exception:
-                log.exception("scope %s: cycle failed", self.scope.id)
+                log.exception("scope %s: cycle failed", self.row.id)
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
     async def cycle(self) -> None:
@@ -107,59 +119,62 @@ class ScopeWatcher:
     # -- the three steps -------------------------------------------------------------------
 
     async def discover(self) -> None:
-        start = None if self.provider.scope_includes_past else self.scope.created_at
+        start = None if self.provider.scope_includes_past else self.row.created_at
         floor = start if self._high_water is None else max(self._high_water - OVERLAP_SECONDS, start or 0.0)
-        newest = self._high_water
+        newest, found = self._high_water, 0
         async for listed in self._listing(None, stop_below=floor):
             created = listed.status.created_at.timestamp() if listed.status.created_at else None
             if created is not None and (newest is None or created > newest):
                 newest = created
             if floor is not None and created is not None and created < floor:
                 continue
-            if self.poller.refreshed(listed, hold=2 * self.interval):
+            if self.account.refreshed(listed, hold=2 * self.interval):
                 continue
-            if await self._register(self.poller, listed):
-                self.scope.discovered += 1
+            if await self._register(self.account.name, listed):
+                found += 1
         self._high_water = newest if newest is not None else time.time()
-        await self._on_change(self.scope)
+        self.row = replace(self.row, discovered=self.row.discovered + found)
+        await self._on_change(self.row)
 
     async def refresh(self) -> None:
         """List each non-terminal raw status our watched calls of this scope show."""
-        statuses = {c.provider_status for c in self._watched()}
+        statuses = self.account.provider_statuses(self.row.scope)
         for status in self.provider.list_status_filters:
             if status in statuses:
                 async for listed in self._listing(status):
-                    self.poller.refreshed(listed, hold=2 * self.interval)
+                    self.account.refreshed(listed, hold=2 * self.interval)
 
     async def check_progress(self) -> None:
-        scope = self.scope.scope
-        progress = await self.poller.fetch(self.provider.build_progress_request(scope),
-                                           lambda r: self.provider.parse_progress_response(scope, r))
-        self.scope.progress = dict(progress.counts)
+        scope = self.row.scope
+        progress = await self.account.fetch(
+            self.provider.build_progress_request(scope), lambda r: self.provider.parse_progress_response(scope, r)
+        )
+        self.progress = dict(progress.counts)
         if progress.complete:
             async for listed in self._listing(None):  # the final outcome of every job, once
-                self.poller.refreshed(listed, hold=0.0)
-            self.scope.complete = True
-            self.scope.progress = {}
-            log.info("scope %s: batch complete", self.scope.id)
-        await self._on_change(self.scope)
+                self.account.refreshed(listed, hold=0.0)
+            self.row = replace(self.row, complete=True)
+            self.progress = {}
+            log.info("scope %s: batch complete", self.row.id)
+        await self._on_change(self.row)
 
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _watched(self) -> list[Any]:
-        items = self.scope.scope.items()
-        return [c for c in self.poller.calls.values()
-                if all(getattr(c.params, k, None) == v for k, v in items)]
-
-    async def _listing(self, status: str | None, stop_below: float | None = None):  # type: ignore[no-untyped-def]
+    async def _listing(self, status: str | None, stop_below: float | None = None) -> AsyncIterator[ListedCall]:
         """Every call of the scope (optionally one raw status), page by page, newest first.
 
         With `stop_below`, paging stops after a page whose oldest call was created before it.
         """
-        scope = self.scope.scope
+        scope = self.row.scope
+        extra: dict[str, Any] = {}
+        if self.provider.list_filters_created_after and stop_below is not None:
+            extra["created_after"] = datetime.fromtimestamp(stop_below, tz=timezone.utc)
         for page in range(1, MAX_PAGES + 1):
-            result = await self.poller.fetch(self.provider.build_list_request(scope, page, status),
-                                             lambda r: self.provider.parse_list_response(scope, r))
+            result = await self.account.fetch(
+                self.provider.build_list_request(scope, page, status, **extra),
+                lambda r: self.provider.parse_list_response(scope, r),
+            )
+            extra.pop("cursor", None)
+            if result.next_cursor is not None:  # cursor paging: only plugins that return one get it
+                extra["cursor"] = result.next_cursor
             for listed in result.calls:
                 yield listed
             oldest = [c.status.created_at.timestamp() for c in result.calls if c.status.created_at]
@@ -170,69 +185,80 @@ class ScopeWatcher:
 class Scopes:
     """The stored scopes and their watchers: loaded at start, added and deleted through the API."""
 
-    def __init__(self, service: "Service") -> None:
-        self.service = service
+    def __init__(
+        self, store: CallStore, accounts: Mapping[str, ScopeAccount], register: Register, max_watched_batches: int
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.max_watched_batches = max_watched_batches
         self.watchers: dict[str, ScopeWatcher] = {}
+        self._register = register
 
-    async def load(self) -> None:
-        """Store config scopes on their first start (keeping that start time), drop config scopes
-        no longer configured, then watch every stored scope of a configured account."""
-        configured = set()
-        for account in self.service.accounts:
-            for scope in account.config.watch:
-                configured.add((account.name, json.dumps(scope, sort_keys=True)))
-                await self.service.store.add_scope(ScopeRow(uuid.uuid4().hex[:16], account.name, scope, time.time(),
-                                                            "config"))
-        for row in await self.service.store.scopes():
-            if row.origin == "config" and (row.account, json.dumps(row.scope, sort_keys=True)) not in configured:
-                await self.service.store.delete_scope(row.id)
-            elif row.account in self.service.pollers:
-                self._watch(Scope(row.id, row.account, dict(row.scope), row.created_at, row.origin, row.complete,
-                                  row.discovered))
+    async def load(self, configured: Iterable[tuple[str, Mapping[str, str]]]) -> None:
+        """Store config scopes (`(account, scope)`) on their first start, keeping that start time;
+        drop config scopes no longer configured; then watch every stored scope of an account."""
+        keep = set()
+        for account, scope in configured:
+            keep.add((account, _key(scope)))
+            await self.store.add_scope(ScopeRow(_new_id(), account, scope, time.time(), "config"))
+        for row in await self.store.scopes():
+            if row.origin == "config" and (row.account, _key(row.scope)) not in keep:
+                await self.store.delete_scope(row.id)
+            elif row.account in self.accounts:
+                self._watch(row)
 
-    def _watch(self, scope: Scope) -> None:
-        poller = self.service.pollers[scope.account]
-        watcher = ScopeWatcher(scope, poller, self._register, self._changed)
-        self.watchers[scope.id] = poller.scopes[scope.id] = watcher
-        if not scope.complete:
+    def _watch(self, row: ScopeRow) -> None:
+        watcher = ScopeWatcher(row, self.accounts[row.account], self._register, self._changed)
+        self.watchers[row.id] = watcher
+        if not row.complete:
             watcher.start()
 
     async def add(self, account: str, value: Any) -> ScopeRow:
-        from .config import validate_scope
-        from .errors import RequestError
-
-        poller = self.service.pollers.get(account)
-        if poller is None:
+        """A scope from the API: validated against the account's plugin, stored, watched."""
+        acc = self.accounts.get(account)
+        if acc is None:
             raise RequestError(f"account: unknown account {account[:64]!r}", 404)
         try:
-            scope = validate_scope(type(poller.account.provider), value)
+            scope = validate_scope(type(acc.provider), value)
         except ValueError as exc:
             raise RequestError(f"scope: {exc}") from None
-        batches = sum(1 for w in self.watchers.values() if "batch_id" in w.scope.scope and not w.scope.complete)
-        if "batch_id" in scope and batches >= self.service.config.max_watched_batches:
-            raise RequestError(f"max_watched_batches ({self.service.config.max_watched_batches}) reached", 503)
-        row = await self.service.store.add_scope(ScopeRow(uuid.uuid4().hex[:16], account, scope, time.time(), "api"))
+        if "batch_id" in scope and sum(1 for _ in self._open_batches()) >= self.max_watched_batches:
+            raise RequestError(f"max_watched_batches ({self.max_watched_batches}) reached", 503)
+        row = await self.store.add_scope(ScopeRow(_new_id(), account, scope, time.time(), "api"))
         if row.id not in self.watchers:
-            self._watch(Scope(row.id, account, scope, row.created_at, row.origin, row.complete, row.discovered))
-        return self.watchers[row.id].scope.row()
+            self._watch(row)
+        return self.watchers[row.id].row
 
     async def delete(self, id: str) -> bool:
         watcher = self.watchers.pop(id, None)
         if watcher is not None:
-            watcher.poller.scopes.pop(id, None)
             await watcher.stop()
-        return await self.service.store.delete_scope(id)
+        return await self.store.delete_scope(id)
 
     def records(self) -> list[dict[str, Any]]:
-        return [scope_record(w.scope.row()) for w in sorted(self.watchers.values(), key=lambda w: w.scope.created_at)]
+        return [scope_record(w.row) for w in sorted(self.watchers.values(), key=lambda w: w.row.created_at)]
+
+    def batch_progress(self) -> Iterator[BatchJobs]:
+        """The job counters of every watched, incomplete batch (the collector's gauge)."""
+        for watcher in self._open_batches():
+            if watcher.progress:
+                acc = watcher.account
+                yield acc.provider_name, acc.name, watcher.row.scope["batch_id"], watcher.progress
+
+    def _open_batches(self) -> Iterator[ScopeWatcher]:
+        return (w for w in list(self.watchers.values()) if "batch_id" in w.row.scope and not w.row.complete)
 
     async def stop(self) -> None:
         for watcher in self.watchers.values():
             await watcher.stop()
 
-    async def _changed(self, scope: Scope) -> None:
-        await self.service.store.update_scope(scope.id, scope.complete, scope.discovered)
+    async def _changed(self, row: ScopeRow) -> None:
+        await self.store.update_scope(row.id, row.complete, row.discovered)
 
-    async def _register(self, poller: "AccountPoller", listed: ListedCall) -> bool:
-        """Start watching a call a listing revealed (stored exactly like a registered one)."""
-        return await self.service.watch_discovered(poller, listed)
+
+def _key(scope: Mapping[str, str]) -> str:
+    return json.dumps(dict(scope), sort_keys=True)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]

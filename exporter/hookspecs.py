@@ -19,4 +19,5 @@ def register_providers(register: Callable[[type], None]) -> None:
 
 @hookspec
 def register_fakes(register: Callable[[type], None]) -> None:
-    """Register fake provider servers (subclasses of `fakes.FakeProvider`) for tests and `demo`."""
+    """Register fake provider servers (`outbound_call_exporter.testing.FakeProvider` subclasses) for
+    tests and `demo`."""

@@ -1,7 +1,7 @@
 """A watched call in memory and the state machine that applies what the provider says.
 
 Pure: no I/O, no clocks of its own. `apply_status` returns what changed (store columns,
-history rows, and the observations the metrics need) and the scheduler acts on it.
+history rows, and the observations the metrics need) and the poller acts on it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .provider import CallParams
 
 
 class WatchedCall:
-    """The little the scheduler keeps per watched call (memory is the scaling limit)."""
+    """The little the poller keeps per watched call (memory is the scaling limit)."""
 
     __slots__ = ("seq", "params", "state", "provider_status", "seen", "first_seen", "created_at",
                  "answered_at", "events_recorded", "errors", "watching", "gen")

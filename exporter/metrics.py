@@ -1,4 +1,4 @@
-"""Prometheus metrics (design.md, "Metrics").
+"""Prometheus metrics (docs/design.md, "Metrics").
 
 Counters and histograms are ordinary prometheus-client metrics, with every label set
 pre-created when an account is added and the children bound once, so the poll loop never looks
@@ -13,8 +13,9 @@ import math
 import platform
 from bisect import bisect_left
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -23,6 +24,9 @@ from prometheus_client.utils import floatToGoString
 
 from ._version import __version__
 from .model import ACTIVE_STATES, FINAL_STATES, ErrorReason, FailureReason, State
+
+if TYPE_CHECKING:
+    from .lifecycle import Outcome
 
 # `_created` series double the output and no dashboard uses them; rate() handles restarts.
 disable_created_metrics()
@@ -51,14 +55,18 @@ class AccountView(Protocol):
 
     name: str
     provider_name: str
-    counts: Mapping[State, int]
+
+    @property
+    def counts(self) -> Mapping[State, int]: ...
 
     def up(self, now: float) -> bool: ...
 
-    def batch_progress(self) -> Iterable[tuple[str, Mapping[str, int]]]: ...
-
     @property
     def last_success(self) -> float: ...
+
+
+#: one watched batch's job counters: (provider, account, batch id, {job state: count})
+BatchJobs = tuple[str, str, str, Mapping[str, int]]
 
 
 @dataclass(frozen=True)
@@ -78,12 +86,28 @@ class AccountMetrics:
     discovered: Mapping[str, Counter]
     webhooks: Mapping[str, Counter]
 
+    def count_finished(self, outcome: Outcome) -> None:
+        """Everything a call reaching its terminal state counts, once."""
+        state = outcome.finished
+        assert state is not None
+        self.finished[state].inc()
+        if outcome.time_to_terminal is not None and state in self.time_to_terminal:
+            self.time_to_terminal[state].observe(outcome.time_to_terminal)
+        if outcome.talk_time is not None:
+            self.talk_time.observe(outcome.talk_time)
+        failure = outcome.failure_reason or STATE_FAILURE_REASON.get(state)
+        if failure is not None and state not in (State.COMPLETED, State.EXPIRED):
+            self.failures[failure].inc()
+        if outcome.sip_status_code is not None and state is not State.COMPLETED:
+            self.sip_failures(sip_code_label(outcome.sip_status_code)).inc()
+
 
 class Metrics:
     """The exporter's own registry and metric families."""
 
     def __init__(self, buckets: Sequence[float], accounts: Callable[[], Iterable[AccountView]],
-                 clock: Callable[[], float], store_write_errors: Callable[[], int] = lambda: 0) -> None:
+                 clock: Callable[[], float], store_write_errors: Callable[[], int] = lambda: 0,
+                 batches: Callable[[], Iterable[BatchJobs]] = tuple) -> None:
         self.registry = CollectorRegistry()
         labels = ["provider", "account"]
         r = self.registry
@@ -117,7 +141,10 @@ class Metrics:
                                   "exporter learned of them (api, scope, webhook).", labels + ["source"], registry=r)
         self.webhooks = Counter("outbound_call_webhooks", "Result webhooks received, by result (accepted, "
                                 "rejected, invalid_signature, unknown_call).", labels + ["result"], registry=r)
-        r.register(StateCollector(accounts, clock, store_write_errors))
+        r.register(StateCollector(accounts, clock, store_write_errors, batches))
+
+    def _sip_failure(self, lv: tuple[str, str], code: str) -> Counter:
+        return self.sip_failures.labels(*lv, code)
 
     def add_account(self, provider: str, account: str) -> AccountMetrics:
         lv = (provider, account)
@@ -132,7 +159,7 @@ class Metrics:
             time_to_answer=self.time_to_answer.labels(*lv),
             talk_time=self.talk_time.labels(*lv),
             failures={f: self.failures.labels(*lv, f.value) for f in FailureReason},
-            sip_failures=lambda code, _lv=lv: self.sip_failures.labels(*_lv, code),
+            sip_failures=partial(self._sip_failure, lv),
             discovered={src: self.discovered.labels(*lv, src) for src in DISCOVERY_SOURCES},
             webhooks={res: self.webhooks.labels(*lv, res) for res in WEBHOOK_RESULTS},
         )
@@ -199,12 +226,12 @@ class LoopFamily(Collector):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for lv, child in list(self.children.items()):
-            if isinstance(child, LoopCounter):
-                family.add_metric(list(lv), child.value)  # type: ignore[call-arg]
-            else:
+            if isinstance(child, LoopCounter) and isinstance(family, CounterMetricFamily):
+                family.add_metric(list(lv), child.value)
+            elif isinstance(child, LoopHistogram) and isinstance(family, HistogramMetricFamily):
                 cumulative = list(accumulate(child.counts))
                 family.add_metric(list(lv), [(floatToGoString(le), float(n)) for le, n in zip(child.upper, cumulative)],
-                                  child.sum)  # type: ignore[call-arg]
+                                  child.sum)
         yield family
 
 
@@ -212,10 +239,11 @@ class StateCollector(Collector):
     """Scrape-time gauges computed from the in-memory per-account state."""
 
     def __init__(self, accounts: Callable[[], Iterable[AccountView]], clock: Callable[[], float],
-                 store_write_errors: Callable[[], int]) -> None:
+                 store_write_errors: Callable[[], int], batches: Callable[[], Iterable[BatchJobs]]) -> None:
         self._accounts = accounts
         self._clock = clock
         self._store_write_errors = store_write_errors
+        self._batches = batches
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
@@ -237,10 +265,9 @@ class StateCollector(Collector):
                                     "Jobs of each watched, incomplete batch by the provider's job state "
                                     "(the provider's own counters).",
                                     labels=["provider", "account", "batch", "state"])
-        for acc in self._accounts():
-            for batch, counts in acc.batch_progress():
-                for state, value in counts.items():
-                    batches.add_metric([acc.provider_name, acc.name, batch, state], value)
+        for provider, account, batch, counts in self._batches():
+            for job_state, value in counts.items():
+                batches.add_metric([provider, account, batch, job_state], value)
         yield batches
         yield CounterMetricFamily("outbound_call_store_write_errors",
                                   "Failed writes of poll results to the store (kept in memory and retried).",

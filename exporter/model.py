@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 
 class State(str, enum.Enum):
-    """Normalized call state (design.md, "Normalized call state")."""
+    """Normalized call state (docs/design.md, "Normalized call state")."""
 
     QUEUED = "queued"
     DIALING = "dialing"
@@ -112,10 +112,15 @@ class ListedCall:
 
 @dataclass(frozen=True, slots=True)
 class CallPage:
-    """One page of a provider's list endpoint."""
+    """One page of a provider's list endpoint.
+
+    `next_cursor` is for APIs that page by cursor (an opaque key, or the last item's creation
+    time): the host passes it back to `build_list_request` as `cursor` for the next page.
+    """
 
     calls: tuple[ListedCall, ...]
     has_next: bool
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import importlib.metadata
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import httpx
 import pluggy
@@ -35,8 +35,8 @@ class PluginFailure:
 class Registry:
     """Validated providers and fakes by name, plus what failed to load."""
 
-    providers: dict[str, type[Provider]] = field(default_factory=dict)
-    fakes: dict[str, type] = field(default_factory=dict)
+    providers: dict[str, type[Provider[Any, Any]]] = field(default_factory=dict)
+    fakes: dict[str, type[Any]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -51,7 +51,25 @@ def build_registry(plugins: Iterable[tuple[str, object]]) -> Registry:
     """Register `(name, plugin object)` pairs and collect what their hooks declare."""
     pm = make_plugin_manager()
     registry = Registry()
-    order: list[object] = []  # registration order decides which of two duplicates loses
+    order = _register_all(pm, registry, plugins)  # registration order decides which of two duplicates loses
+    for plugin in order:
+        name = pm.get_name(plugin) or repr(plugin)
+        others = [p for p in order if p is not plugin]
+        for hook, target, check, key_attr in (
+            ("register_providers", registry.providers, _check_provider, "name"),
+            ("register_fakes", registry.fakes, _check_fake, "provider"),
+        ):
+            caller = pm.subset_hook_caller(hook, remove_plugins=others)
+            try:
+                caller(register=_registering(registry, hook, target, check, key_attr, name))
+            except Exception as exc:
+                _fail(registry, name, f"{hook}: {exc}")
+    return registry
+
+
+def _register_all(pm: pluggy.PluginManager, registry: Registry, plugins: Iterable[tuple[str, object]]) -> list[object]:
+    """Register each plugin with pluggy; those it refuses are recorded as failures."""
+    order: list[object] = []
     for name, plugin in plugins:
         try:
             pm.register(plugin, name=name)
@@ -61,34 +79,26 @@ def build_registry(plugins: Iterable[tuple[str, object]]) -> Registry:
     while True:  # an impl without a spec disables its plugin, not the others
         try:
             pm.check_pending()
-            break
+            return order
         except pluggy.PluginValidationError as exc:
             _fail(registry, pm.get_name(exc.plugin) or repr(exc.plugin), str(exc))
             pm.unregister(exc.plugin)
             order.remove(exc.plugin)
-    for plugin in order:
-        name = pm.get_name(plugin) or repr(plugin)
-        others = [p for p in order if p is not plugin]
-        for hook, target, check, key_attr in (
-            ("register_providers", registry.providers, _check_provider, "name"),
-            ("register_fakes", registry.fakes, _check_fake, "provider"),
-        ):
-            caller = pm.subset_hook_caller(hook, remove_plugins=others)
 
-            def register(cls: type, _target=target, _check=check, _key=key_attr, _name=name) -> None:
-                _check(cls)
-                key = getattr(cls, _key)
-                if key in _target:
-                    raise ValueError(f"name {key!r} is already registered by plugin "
-                                     f"{registry.sources.get(hook + key, '?')!r}")
-                _target[key] = cls
-                registry.sources[hook + key] = _name
 
-            try:
-                caller(register=register)
-            except Exception as exc:
-                _fail(registry, name, f"{hook}: {exc}")
-    return registry
+def _registering(registry: Registry, hook: str, target: dict[str, type[Any]], check: Callable[[type], None],
+                 key_attr: str, source: str) -> Callable[[type], None]:
+    """The `register` callable a plugin's `hook` gets: validate, refuse duplicates, record."""
+    def register(cls: type) -> None:
+        check(cls)
+        key = getattr(cls, key_attr)
+        if key in target:
+            raise ValueError(f"name {key!r} is already registered by plugin "
+                             f"{registry.sources.get(hook + key, '?')!r}")
+        target[key] = cls
+        registry.sources[hook + key] = source
+
+    return register
 
 
 def _fail(registry: Registry, source: str, error: str) -> None:
@@ -125,7 +135,7 @@ def load_registry() -> Registry:
         failed = [(n, p) for n, p in plugins if isinstance(p, _ImportFailed)]
         _registry = build_registry([(n, p) for n, p in plugins if not isinstance(p, _ImportFailed)])
         for name, plugin in failed:
-            _fail(_registry, name, plugin.error)  # type: ignore[attr-defined]
+            _fail(_registry, name, plugin.error)
     return _registry
 
 
@@ -156,7 +166,7 @@ def _check_provider(cls: type) -> None:
 
 
 def _check_fake(cls: type) -> None:
-    from .fakes import FakeProvider
+    from .testing import FakeProvider
 
     if not (isinstance(cls, type) and issubclass(cls, FakeProvider)):
         raise TypeError(f"{cls!r} is not a FakeProvider subclass")

@@ -14,19 +14,18 @@ classified into a `FailureReason` unless the plugin set one.
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timezone
 from dataclasses import replace
 from typing import Annotated, Any, Callable, ClassVar, Generic, Mapping, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from .errors import PollError
-from .model import BatchProgress, CallPage, CallStatus, ErrorReason, FailureReason, ListedCall, State
+from .model import BatchProgress, CallPage, CallStatus, ErrorReason, ListedCall, State
+from .parsing import classify_failure, parse_retry_after
 
-#: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (design.md, Limits).
+#: Ids and path params: 1-128 of `A-Z a-z 0-9 . _ : -`, never `.` or `..` (docs/design.md, Limits).
 PATH_SEGMENT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
@@ -37,7 +36,8 @@ def _not_dot_segment(value: str) -> str:
     return value
 
 
-PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment)]
+PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment),
+                        Field(json_schema_extra={"not": {"enum": [".", ".."]}})]
 
 
 def _header_safe(value: SecretStr) -> SecretStr:
@@ -67,7 +67,7 @@ class CallParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    call_id: PathSegment
+    call_id: PathSegment = Field(description="the provider's call id")
 
 
 S = TypeVar("S", bound=ProviderSettings)
@@ -95,6 +95,10 @@ class Provider(Generic[S, P]):
     cadence: ClassVar[Mapping[State, float]]
     #: the account's rate limit unless configured: the provider's documented limit, when it has one
     default_max_requests_per_second: ClassVar[float] = 20.0
+    #: `extras` keys holding the number dialled, and keys holding the provider's free-form
+    #: metadata (CRM fields echoed back): the host applies the `privacy` config to both
+    destination_extras: ClassVar[frozenset[str]] = frozenset()
+    metadata_extras: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: S, base_url: str | None = None) -> None:
         self.settings = settings
@@ -150,9 +154,17 @@ class Provider(Generic[S, P]):
     list_status_filters: ClassVar[tuple[str, ...]] = ()
     #: when True, a scope lists calls created before it was added too (a batch: all its jobs)
     scope_includes_past: ClassVar[bool] = False
+    #: when True, discovery also passes `created_after` (the oldest creation time it still
+    #: needs) to `build_list_request`, for APIs that filter by creation time instead of paging
+    list_filters_created_after: ClassVar[bool] = False
 
     def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None) -> httpx.Request:
-        """Page `page` (1-based) of the calls in `scope`, newest first, optionally one status."""
+        """Page `page` (1-based) of the calls in `scope`, newest first, optionally one status.
+
+        With `list_filters_created_after`, discovery calls it with a keyword argument
+        `created_after` too (an aware datetime; absent on a scope's first full listing). When
+        the previous page's `CallPage.next_cursor` was set, it comes back as keyword `cursor`.
+        """
         raise NotImplementedError
 
     def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
@@ -255,74 +267,7 @@ class Provider(Generic[S, P]):
 
 def _has_request(response: httpx.Response) -> bool:
     try:
-        response.request
+        _ = response.request
     except RuntimeError:
         return False
     return True
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """A provider timestamp (ISO 8601 string, or epoch seconds/milliseconds) as aware UTC.
-
-    Numbers above 10^11 are taken as milliseconds (10^11 s is the year 5138). Returns None
-    for null/empty; raises ValueError for anything else, which the host counts as an
-    invalid response.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise ValueError("timestamp is a boolean")
-    if isinstance(value, (int, float)):
-        seconds = value / 1000 if abs(value) >= 1e11 else value
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
-    raise ValueError(f"timestamp of type {type(value).__name__}")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-_FAILURE_PATTERNS: tuple[tuple[FailureReason, re.Pattern[str]], ...] = tuple(
-    (reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in (
-        (FailureReason.BUSY, r"\bbusy\b"),
-        (FailureReason.NO_ANSWER, r"no[ -_]?answer|not answered|unanswered|did not answer|didn't answer"),
-        (FailureReason.QUEUE_TIMEOUT, r"queu\w*.*time ?out|max(imum)? timeout"),
-        (FailureReason.REJECTED, r"reject|declin"),
-        (FailureReason.UNREACHABLE, r"unreachable|invalid (phone )?number|not in service|unallocated|"
-                                    r"does not exist|unable to connect|failed to connect"),
-        (FailureReason.CANCELLED, r"cancel"),
-    ))
-
-
-def classify_failure(text: str | None) -> FailureReason | None:
-    """Map a provider's free-text failure reason onto `FailureReason` (None for empty text).
-
-    Order matters: "Number busy - unable to connect after 3 attempts" is busy, not unreachable.
-    """
-    if not text:
-        return None
-    for reason, pattern in _FAILURE_PATTERNS:
-        if pattern.search(text):
-            return reason
-    return FailureReason.OTHER

@@ -1,4 +1,4 @@
-"""How the REST API renders what the store holds: call and scope records, and list cursors.
+"""How the REST API renders what the store holds: call and scope records (their shape: api_models).
 
 The one place the call record's JSON shape is built (the contract's field list); stores return
 typed rows with Unix times, rendered here as ISO 8601 UTC.
@@ -6,7 +6,6 @@ typed rows with Unix times, rendered here as ISO 8601 UTC.
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,11 +22,22 @@ def iso(ts: float | None) -> str | None:
 def call_record(r: CallRecord) -> dict[str, Any]:
     """A call record as `GET /api/v1/calls/{account}/{call_id}` answers it."""
     return {
-        "account": r.account, "provider": r.provider, "call_id": r.call_id, "params": r.params,
-        "state": r.state, "provider_status": r.provider_status, "reason": r.reason, "watching": r.watching,
-        "created_at": iso(r.created_at), "answered_at": iso(r.answered_at), "ended_at": iso(r.ended_at),
-        "duration_seconds": r.duration_seconds, "first_seen_at": iso(r.first_seen_at),
-        "last_polled_at": iso(r.last_polled_at), "polls": r.polls, "poll_errors": r.poll_errors,
+        "account": r.account,
+        "provider": r.provider,
+        "call_id": r.call_id,
+        "params": r.params,
+        "state": r.state,
+        "provider_status": r.provider_status,
+        "reason": r.reason,
+        "watching": r.watching,
+        "created_at": iso(r.created_at),
+        "answered_at": iso(r.answered_at),
+        "ended_at": iso(r.ended_at),
+        "duration_seconds": r.duration_seconds,
+        "first_seen_at": iso(r.first_seen_at),
+        "last_polled_at": iso(r.last_polled_at),
+        "polls": r.polls,
+        "poll_errors": r.poll_errors,
         "extras": r.extras,
         "history": [{"state": h.state, "provider_status": h.provider_status, "at": iso(h.at)} for h in r.history],
     }
@@ -35,18 +45,11 @@ def call_record(r: CallRecord) -> dict[str, Any]:
 
 def scope_record(row: ScopeRow) -> dict[str, Any]:
     """A watch scope as `/api/v1/scopes` answers it."""
-    return {"id": row.id, "account": row.account, "scope": row.scope, "created_at": iso(row.created_at),
-            "discovered": row.discovered, "complete": row.complete}
-
-
-def encode_cursor(before: int | None) -> str | None:
-    """The opaque `next` of a list page (None: no next page)."""
-    return None if before is None else base64.urlsafe_b64encode(f"s{before}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """Raises ValueError for anything that is not one of our cursors."""
-    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    if not raw.startswith("s") or not raw[1:].isdigit():
-        raise ValueError("not a cursor")
-    return int(raw[1:])
+    return {
+        "id": row.id,
+        "account": row.account,
+        "scope": row.scope,
+        "created_at": iso(row.created_at),
+        "discovered": row.discovered,
+        "complete": row.complete,
+    }

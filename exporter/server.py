@@ -10,6 +10,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from .config import split_address
+from .privacy import access_warning
 from .service import Service
 from .web import PathOnlyAccessLogger, create_app
 from .webconfig import WebConfig, ssl_context
@@ -40,9 +41,11 @@ async def serve(service: Service, stop: asyncio.Event | None = None,
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context(tls) if tls else None)
     try:
         await site.start()
-        bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+        bound = runner.addresses[0]
         url = f"{'https' if tls else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound[1]}"
         log.info("listening on %s:%d", host, bound[1])
+        if notice := access_warning(service.config):
+            log.warning("%s", notice)
         await service.start()
         log.info("ready: metrics at %s/metrics", url)
         if on_ready is not None:

@@ -1,7 +1,10 @@
-"""The running service: accounts, store, pollers and metrics wired together.
+"""The running service: accounts, store, pollers, scopes and metrics wired together.
 
-Registration validates everything before touching the store (a batch is all-or-nothing), writes
-it durably, then hands the calls to their account's poller.
+The data path runs one way: a registration (API, CLI, file; a scope's listing) goes through
+`Registrar.watch` into the store and the account's `AccountPoller`, which polls the plugin,
+applies the answer with the state machine and records it in the store and the metrics. Scopes
+see only the accounts' public side and a registration callable; the collector reads the
+pollers' counts and the scopes' batch progress.
 """
 
 from __future__ import annotations
@@ -14,15 +17,14 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from .config import Account, Config, format_validation_error, resolve_accounts
-from .errors import RequestError
-from .lifecycle import WatchedCall
-from .metrics import Metrics
 from .discovery import Scopes
-from .model import ListedCall, State
+from .errors import RequestError
+from .metrics import Metrics
 from .plugins import Registry
+from .poller import AccountPoller
 from .provider import CallParams
-from .scheduler import AccountPoller
-from .store import CallRecord, CallStore, NewCall, SQLiteStore
+from .registration import Registrar
+from .store import CallRecord, CallStore, SQLiteStore
 from .transport import Http11Transport, Transport
 
 log = logging.getLogger(__name__)
@@ -45,15 +47,16 @@ class Registration:
 
 class Service:
     def __init__(self, config: Config, registry: Registry,
-                 transport_factory: TransportFactory = default_transport) -> None:
+                 transport_factory: TransportFactory = default_transport, store: CallStore | None = None) -> None:
         self.config = config
         self.accounts = resolve_accounts(config, registry)
-        self.store: CallStore = SQLiteStore(config.store_path)
-        self.metrics = Metrics(config.histogram_buckets_seconds, lambda: self.pollers.values(), time.time,
-                               lambda: self.store.write_errors)
+        self.store: CallStore = store if store is not None else SQLiteStore(config.store_path)
         self.pollers: dict[str, AccountPoller] = {}
+        self.registrar = Registrar(self.store, self.pollers, config.max_watched_calls)
+        self.scopes = Scopes(self.store, self.pollers, self.registrar.watch_listed, config.max_watched_batches)
+        self.metrics = Metrics(config.histogram_buckets_seconds, self.pollers.values, time.time,
+                               lambda: self.store.write_errors, self.scopes.batch_progress)
         self._transport_factory = transport_factory
-        self.scopes = Scopes(self)
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -64,35 +67,13 @@ class Service:
             self.pollers[account.name] = AccountPoller(
                 account, self.metrics.add_account(account.provider.name, account.name),
                 self._transport_factory(account, self.config), self.store, self.config.max_watch_seconds)
-        resumed = await self._resume()
+        resumed = await self.registrar.resume()
         for poller in self.pollers.values():
             poller.start()
-        await self.scopes.load()
+        await self.scopes.load((a.name, scope) for a in self.accounts for scope in a.config.watch)
         self.ready = True
         log.info("store %s loaded: resumed %d watched calls across %d accounts",
                  self.config.store_path, resumed, len(self.pollers))
-
-    async def _resume(self) -> int:
-        """Reload every watched, non-terminal call; registrations are not counted again."""
-        count, orphans = 0, 0
-        async for chunk in self.store.iter_active():  # chunks: the rows never all sit in memory
-            for row in chunk:
-                poller = self.pollers.get(row.account)
-                if poller is None:
-                    orphans += 1
-                    continue
-                try:
-                    params = poller.account.provider.Params.model_validate({**row.params, "call_id": row.call_id})
-                except ValidationError:
-                    log.warning("account %s: stored call %s no longer validates; not resumed", row.account, row.seq)
-                    continue
-                poller.add(WatchedCall(row.seq, params, row.first_seen_at, State(row.state), row.provider_status,
-                                       row.seen, row.created_at, row.answered_at, row.events_seen))
-                count += 1
-        if orphans:
-            log.warning("%d watched calls belong to accounts not in the config; they resume when the "
-                        "account is configured again", orphans)
-        return count
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop polling (in-flight polls get `grace` seconds), then flush and close the store."""
@@ -138,44 +119,9 @@ class Service:
         """Validate all, store all in one transaction, start watching; `(record, created)` each."""
         prefix = len(items) > 1 or None
         regs = [self.validate(item, f"[{i}] " if prefix else "") for i, item in enumerate(items)]
-        watched = sum(len(p.calls) for p in self.pollers.values())
-        if watched + len(regs) > self.config.max_watched_calls:
-            raise RequestError(
-                f"max_watched_calls ({self.config.max_watched_calls}) reached: {watched} calls are watched;"
-                " retry when some finish or raise the limit", 503)
-        now = time.time()
-        results = await self.store.register(
-            [NewCall(r.poller.name, r.params.call_id, r.poller.provider_name,
-                     r.params.model_dump(exclude={"call_id"}), now) for r in regs],
-            State.QUEUED.value)
-        for reg, res in zip(regs, results):
-            if res.started and reg.params.call_id not in reg.poller.calls:
-                reg.poller.add(WatchedCall(res.seq, reg.params, now, State(res.state)))
-                reg.poller.metrics.registered.inc()
-                reg.poller.metrics.discovered["api"].inc()
-        records = await self.store.get_many([res.seq for res in results])
-        return [(rec, res.inserted) for rec, res in zip(records, results)]
-
-    async def watch_discovered(self, poller: AccountPoller, listed: ListedCall) -> bool:
-        """Store and watch a call a scope listing revealed, then apply what the listing said."""
-        try:
-            params = poller.account.provider.Params.model_validate({**poller.account.defaults, **listed.params})
-        except ValidationError:
-            log.debug("account %s: a listed call does not validate; skipped", poller.name)
-            return False
-        if sum(len(p.calls) for p in self.pollers.values()) >= self.config.max_watched_calls:
-            log.warning("max_watched_calls reached: a discovered call of account %s is not watched", poller.name)
-            return False
-        now = time.time()
-        [res] = await self.store.register([NewCall(poller.name, params.call_id, poller.provider_name,
-                                                   params.model_dump(exclude={"call_id"}), now)], State.QUEUED.value)
-        if not res.started or params.call_id in poller.calls:
-            return False
-        poller.add(WatchedCall(res.seq, params, now, State(res.state)))
-        poller.metrics.registered.inc()
-        poller.metrics.discovered["scope"].inc()
-        poller.refreshed(listed, hold=poller.account.cadence[State.QUEUED])
-        return True
+        results = await self.registrar.watch([(r.poller, r.params) for r in regs], "api")
+        records = await self.store.get_many([res.seq for res, _ in results])
+        return [(rec, res.inserted) for rec, (res, _) in zip(records, results)]
 
     async def unwatch(self, account: str, call_id: str) -> CallRecord | None:
         """Stop watching; the record keeps its last state. None if the call is unknown."""

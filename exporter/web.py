@@ -17,13 +17,16 @@ from typing import Any, Awaitable, Callable
 import httpx
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 from prometheus_client.exposition import choose_encoder
 
 from . import landing, openapi
+from .api_models import ErrorBody, Registration, ScopeBody, decode_cursor, encode_cursor, parse_body
 from .errors import PollError, RequestError, WebhookSignatureError
 from .model import State
+from .privacy import writes_refused, writes_refused_message
+from .records import call_record, scope_record
 from .service import Service
-from .records import call_record, decode_cursor, encode_cursor, scope_record
 from .store import CallQuery, StoreError
 from .webconfig import BasicAuth, WebConfig
 
@@ -33,12 +36,13 @@ MAX_JSON_DEPTH = 32
 MAX_LIST_LIMIT = 1000
 MAX_FORM_FIELDS = 200
 SERVICE_KEY = web.AppKey("service", Service)
+OPENAPI_KEY = web.AppKey("openapi", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return web.json_response(ErrorBody(error=message).model_dump(), status=status)
 
 
 @web.middleware
@@ -72,11 +76,12 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
 
 
 def create_app(service: Service, web_config: WebConfig | None = None) -> web.Application:
-    middlewares = [errors_as_json]
+    middlewares: list[Middleware] = [errors_as_json]
     if web_config is not None and web_config.basic_auth_users:
         middlewares.insert(0, BasicAuth(web_config.basic_auth_users).middleware())
     app = web.Application(client_max_size=service.config.max_request_bytes, middlewares=middlewares)
     app[SERVICE_KEY] = service
+    app[OPENAPI_KEY] = openapi.document(service.accounts, service.config.max_batch)
     app.add_routes([
         web.get("/", index),
         web.get("/metrics", metrics),
@@ -103,7 +108,7 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(openapi.SPEC)
+    return web.json_response(request.app[OPENAPI_KEY])
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -140,6 +145,15 @@ def _check_token(request: web.Request) -> None:
         given = request.headers.get("X-API-Token", "")
     if not hmac.compare_digest(given.encode(), expected):
         raise RequestError("missing or wrong API token (Authorization: Bearer <api_token>)", 401)
+
+
+def _check_write_token(request: web.Request) -> None:
+    """Writes (POST/DELETE): the api_token when set; without one, 403 on a non-loopback listener
+    unless allow_unauthenticated_writes (docs/design.md, "Privacy and access by default")."""
+    config = request.app[SERVICE_KEY].config
+    if writes_refused(config):
+        raise RequestError(writes_refused_message(config), 403)
+    _check_token(request)
 
 
 def _check_read_token(request: web.Request) -> None:
@@ -203,7 +217,7 @@ def _depth(value: Any) -> int:
 
 
 async def register_calls(request: web.Request) -> web.Response:
-    _check_token(request)
+    _check_write_token(request)
     service = _require_ready(request)
     body = await read_json(request)
     if isinstance(body, list):
@@ -211,13 +225,14 @@ async def register_calls(request: web.Request) -> web.Response:
             raise RequestError("body: an empty batch registers nothing", 400)
         if len(body) > service.config.max_batch:
             raise RequestError(f"batch of {len(body)} is over max_batch ({service.config.max_batch})", 413)
-        results = await service.register(body)
+        items = [parse_body(Registration, item, f"[{i}] " if len(body) > 1 else "") for i, item in enumerate(body)]
+        results = await service.register([item.model_dump() for item in items])
         created = sum(1 for _, new in results if new)
         return web.json_response({"calls": [call_record(record) for record, _ in results], "created": created,
                                   "existing": len(results) - created}, status=201 if created else 200)
     if not isinstance(body, dict):
         raise RequestError("body must be a JSON object (or an array of objects for a batch)", 400)
-    [(record, created)] = await service.register([body])
+    [(record, created)] = await service.register([parse_body(Registration, body).model_dump()])
     return web.json_response(call_record(record), status=201 if created else 200)
 
 
@@ -234,7 +249,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def delete_call(request: web.Request) -> web.Response:
-    _check_token(request)
+    _check_write_token(request)
     service = _require_ready(request)
     account, call_id = request.match_info["account"], request.match_info["call_id"]
     record = await service.unwatch(account, call_id)
@@ -267,7 +282,7 @@ async def list_calls(request: web.Request) -> web.Response:
             cursor = decode_cursor(q["cursor"])
         except ValueError:
             raise RequestError("cursor: not a cursor returned by this API", 400) from None
-    records, last = await service.store.list(CallQuery(account, state, since, limit, cursor))
+    records, last = await service.store.list_calls(CallQuery(account, state, since, limit, cursor))
     return web.json_response({"calls": [call_record(r) for r in records], "next": encode_cursor(last)})
 
 
@@ -308,14 +323,10 @@ async def _webhook_body(request: web.Request) -> dict[str, Any]:
 
 
 async def add_scope(request: web.Request) -> web.Response:
-    _check_token(request)
+    _check_write_token(request)
     service = _require_ready(request)
-    body = await read_json(request)
-    if not isinstance(body, dict) or set(body) - {"account", "scope"}:
-        raise RequestError("body must be {\"account\": ..., \"scope\": {...}}", 400)
-    if not isinstance(body.get("account"), str):
-        raise RequestError("account: required, a string")
-    scope = await service.scopes.add(body["account"], body.get("scope"))
+    body = parse_body(ScopeBody, await read_json(request))
+    scope = await service.scopes.add(body.account, body.scope)
     return web.json_response(scope_record(scope), status=201)
 
 
@@ -325,7 +336,7 @@ async def list_scopes(request: web.Request) -> web.Response:
 
 
 async def delete_scope(request: web.Request) -> web.Response:
-    _check_token(request)
+    _check_write_token(request)
     if not await _require_ready(request).scopes.delete(request.match_info["id"]):
         raise RequestError(f"id: no scope {request.match_info['id'][:64]!r}", 404)
     return web.Response(status=204)

@@ -25,6 +25,7 @@ from typing import Awaitable, Callable, Literal
 
 import yaml
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 from .config import format_validation_error
@@ -139,7 +140,7 @@ class BasicAuth:
             self._ok.add(digest)
         return valid
 
-    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+    def middleware(self) -> Middleware:
         @web.middleware
         async def basic_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                              ) -> web.StreamResponse:

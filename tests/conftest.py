@@ -135,6 +135,20 @@ def registry() -> Registry:
     return reg
 
 
+def expected_state(registry: Registry, fake: Any, call: Any) -> str:
+    """The state a fake call's final record stands for, as its own plugin reads that record.
+
+    The raw status alone does not say it for every platform: Vapi ends every call `ended` and
+    says busy / no answer / failed in `endedReason`, Retell in `disconnection_reason`.
+    """
+    cls = registry.providers[fake.provider]
+    provider = cls(cls.Settings(**fake.demo_settings()), "http://127.0.0.1")
+    params = cls.Params(call_id=call.call_id, **call.params)
+    record = fake.render(call, len(call.steps) - 1, call.ended_at(fake.speed))
+    response = httpx.Response(200, json=record, request=provider.build_request(params))
+    return provider.parse_response(params, response).state.value
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Any]:
     """A throwaway PostgreSQL server for the whole run (Debian's `postgresql`), removed after."""

@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
 from conftest import account, make_config, running_service, wait_until

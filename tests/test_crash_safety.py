@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, Step
+from outbound_call_exporter.testing import FakeCall, Step
 from outbound_call_exporter_plugins.telzino import STATUS_MAP
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
@@ -256,8 +256,9 @@ def test_unusable_store_path_exits_non_zero_naming_it(tmp_path, store_path):
     (tmp_path / "a-file").write_text("not a directory")
     store_path = store_path.format(tmp=tmp_path)
     config = tmp_path / "config.yml"
+    account = {"name": "a", "provider": "telzino", "settings": {"token": "t"}}  # a config without one is refused
     config.write_text(yaml.safe_dump({"listen_address": f"127.0.0.1:{free_port()}", "store_path": store_path,
-                                      "accounts": []}))
+                                      "accounts": [account]}))
     result = run_once(config)
     assert result.returncode != 0
     assert f"store {store_path}" in result.stderr, result.stderr

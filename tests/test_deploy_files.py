@@ -6,19 +6,33 @@ what the services look for, ports and service names agree between the
 Dockerfile, compose, Prometheus' scrape config and Grafana's datasource, the
 Prometheus job name is the one the alerts watch, and the dashboard is
 well-formed (variables, units, descriptions, thresholds equal to the alerts').
+The image's and the compose stack's defaults keep the privacy defaults: the
+image's environment is applied to a config that says nothing, and the compose
+exporter's command is run for real (on 0.0.0.0, reached over loopback).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
+import signal
+import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 
+import httpx
 import pytest
 import yaml
+
+from outbound_call_exporter.config import load_config
+from outbound_call_exporter.privacy import Privacy, writes_refused
+
+from conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -32,7 +46,7 @@ DASHBOARD = REPO / "grafana" / "dashboards" / "outbound-calls.json"
 PROVISIONING = REPO / "grafana" / "provisioning"
 DOCS = REPO / "README.md"
 
-DEFAULT_PORT = 9877  # design.md: listen_address "0.0.0.0:9877"
+DEFAULT_PORT = 9877  # docs/design.md: listen_address "0.0.0.0:9877"
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 
@@ -311,15 +325,23 @@ def test_dockerfile_runs_as_non_root():
     assert user not in ("root", "0")
 
 
-def test_dockerfile_healthcheck_uses_python_on_healthy():
+def test_dockerfile_healthcheck_reads_the_config_the_service_runs_with():
+    """No hand-set URL: the check reads listen_address from the same config file as CMD."""
     (check,) = [a for k, a in final_stage() if k == "HEALTHCHECK"]
-    assert "CMD" in check
-    cmd = check.split("CMD", 1)[1]
-    assert "python" in cmd
-    assert "curl" not in cmd and "wget" not in cmd
-    env = " ".join(a for k, a in final_stage() if k == "ENV")
-    url = re.search(r'HEALTHCHECK_URL="([^"]+)"', env)[1] if "HEALTHCHECK_URL" in cmd else cmd
-    assert f"127.0.0.1:{DEFAULT_PORT}/-/healthy" in url
+    options, _, cmd = check.partition("CMD")
+    assert "--interval" in options and "--timeout" in options
+    cmd = json_or_words(cmd)
+    assert cmd[:2] == ["outbound-call-exporter", "healthcheck"]
+    (run,) = [json_or_words(a) for k, a in final_stage() if k == "CMD"]
+    assert option(cmd, "--config") == option(run, "--config")
+    assert not any("HEALTHCHECK_URL" in a for k, a in final_stage() if k == "ENV")
+
+
+def test_compose_healthcheck_follows_the_demo_listen_address():
+    svc = service("exporter")
+    test = svc["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1:3] == ["outbound-call-exporter", "healthcheck"]
+    assert option(test, "--listen") == option(command_args(svc), "--listen")
 
 
 def test_dockerfile_exposes_port_volumes_and_entrypoint():
@@ -362,6 +384,7 @@ def test_dockerfile_copies_what_the_package_build_needs():
         needed.add(readme)
     package_dirs = project.get("tool", {}).get("setuptools", {}).get("package-dir", {})
     needed |= {d.rstrip("/") for d in package_dirs.values() if d not in ("", ".")}
+    needed |= set(project["project"].get("license-files", []))
     assert needed <= set(copied), f"Dockerfile does not COPY {needed - set(copied)}"
 
 
@@ -442,7 +465,11 @@ def test_dashboard_uses_only_recorded_series_that_exist():
         "outbound_calls{",
         "outbound_calls_finished_total",
         "outbound_calls_registered_total",
-        "provider_account:outbound_call_failure_ratio:rate5m",
+        "provider_account:outbound_call_technical_failure_ratio:ratio_rate5m",
+        "provider_account:outbound_call_technical_failure_ratio:baseline1d",
+        "provider_account:outbound_call_answer_rate:ratio_rate5m",
+        "provider_account:outbound_call_answer_rate:baseline1d",
+        "provider_account:outbound_calls_not_reached:rate5m",
         "outbound_call_time_to_terminal_seconds:histogram_quantile",
         "outbound_call_time_to_terminal_seconds_bucket",
         "outbound_call_time_to_answer_seconds:histogram_quantile",
@@ -468,15 +495,40 @@ def test_time_to_terminal_has_a_heatmap_and_p50_p90_p99():
     assert {re.search(r'quantile="([\d.]+)"', t["expr"])[1] for t in quantiles["targets"]} == {"0.5", "0.9", "0.99"}
 
 
-def test_failure_ratio_panels_show_the_alert_thresholds():
-    alert = alert_thresholds("OutboundCallFailureRatioHigh", "provider_account:outbound_call_failure_ratio:rate5m")
-    assert len(alert) == 2
-    shown = panels_with_expr("outbound_calls_failed:rate5m") + panels_with_expr("outbound_call_failure_ratio:rate5m")
-    assert shown
-    for panel in shown:
-        assert panel_thresholds(panel) == alert, panel["title"]
-    series = [p for p in shown if p["type"] == "timeseries"]
-    assert series and all(p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off" for p in series)
+def _page_factor() -> str:
+    """The `0.8` of `1 - 0.8 * (1 - reference)` in the critical technical failure alert."""
+    (rule,) = [r for r in alert_rules()
+               if r["alert"] == "OutboundCallTechnicalFailuresHigh" and r["labels"]["severity"] == "critical"]
+    return re.search(r"ratio_rate1m\s*>\s*on \(provider, account\)\s*\(1 - ([\d.]+) \* \(1 - \S+:reference\)\)",
+                     rule["expr"])[1]
+
+
+def _norm() -> float:
+    doc = yaml.safe_load(RULES.read_text())
+    (rule,) = [r for g in doc["groups"] for r in g["rules"]
+               if r.get("record") == "provider_account:outbound_call_technical_failure_ratio:reference"]
+    return float(re.search(r"clamp_min\([^,]+,\s*([\d.]+)\)", rule["expr"])[1])
+
+
+def test_technical_failure_panels_show_baseline_and_page_threshold():
+    """Each account's ratio is drawn beside its baseline and the threshold the page uses."""
+    (series,) = [p for p in panels_with_expr("technical_failure_ratio:ratio_rate5m") if p["type"] == "timeseries"]
+    exprs = [t["expr"] for t in series["targets"]]
+    assert any("technical_failure_ratio:baseline1d" in e for e in exprs)
+    assert any(e.startswith(f"1 - {_page_factor()} * (1 - provider_account:outbound_call_technical_failure_ratio:reference")
+               for e in exprs), exprs
+    (stat,) = [p for p in panels_with_expr("outbound_calls_technical_failures:rate5m") if p["type"] == "stat"]
+    norm = _norm()
+    assert panel_thresholds(stat) == {norm, round(1 - float(_page_factor()) * (1 - norm), 6)}
+
+
+def test_answer_rate_panel_shows_baseline_and_warning_level():
+    (rule,) = [r for r in alert_rules() if r["alert"] == "OutboundCallAnswerRateLow"]
+    factor = re.search(r"ratio_rate5m\s*<\s*on \(provider, account\)\s*([\d.]+) \* \S+:baseline1d", rule["expr"])[1]
+    (series,) = [p for p in panels_with_expr("answer_rate:ratio_rate5m") if p["type"] == "timeseries"]
+    exprs = [t["expr"] for t in series["targets"]]
+    assert any(e.startswith("provider_account:outbound_call_answer_rate:baseline1d") for e in exprs)
+    assert any(e.startswith(f"{factor} * provider_account:outbound_call_answer_rate:baseline1d") for e in exprs)
 
 
 def test_polling_error_ratio_panels_show_the_alert_threshold():
@@ -505,6 +557,71 @@ def test_ratio_and_duration_units():
             assert unit == "percentunit", panel["title"]
         if "histogram_quantile" in exprs or "time() -" in exprs:
             assert unit == "s", panel["title"]
+
+
+# ----------------------------------------------- privacy and access defaults
+
+
+PRIVACY_ENV = ("OCE_PRIVACY", "OCE_ALLOW_UNAUTHENTICATED_WRITES", "OCE_API_TOKEN")
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The final stage's ENV, as the container's environment."""
+    env = {}
+    for keyword, args in final_stage():
+        if keyword == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(args) if "=" in word)
+    return env
+
+
+def test_the_image_defaults_mask_numbers_and_refuse_open_writes(tmp_path):
+    """The image ships no config: an operator's config that says nothing about privacy or the
+    token, run with the image's environment, masks numbers and refuses unauthenticated writes."""
+    env = dockerfile_env()
+    assert "PATH" in env, "the ENV parser found nothing"
+    assert not [k for k in env if k.startswith(PRIVACY_ENV)]
+    config_file = tmp_path / "config.yml"
+    config_file.write_text("accounts: [{name: tz, provider: telzino, settings: {token: tz-token}}]\n")
+    config = load_config(config_file, environ=env)
+    assert config.privacy == Privacy(destination="masked", provider_metadata=False)
+    assert config.listen_address.startswith("0.0.0.0:") and writes_refused(config)
+
+
+def test_the_compose_demo_masks_numbers_and_refuses_open_writes(tmp_path):
+    """The compose exporter, run as compose runs it (its command, on 0.0.0.0, only the port and
+    the store moved): the API shows no full number or CRM field, and refuses writes."""
+    svc = service("exporter")
+    environment = svc.get("environment", {})
+    assert not [k for k in environment if str(k).startswith(PRIVACY_ENV)]
+    args = command_args(svc)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args[args.index("--listen") + 1] = f"0.0.0.0:{port}"
+    args[args.index("--store") + 1] = str(tmp_path / "demo.db")
+    proc = subprocess.Popen([sys.executable, "-m", "outbound_call_exporter.cli", *args, "--duration", "60",
+                             "--calls-per-second", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **{str(k): str(v) for k, v in environment.items()}})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5, trust_env=False) as client:
+            def finished_telzino_call():
+                try:
+                    calls = client.get("/api/v1/calls", params={"account": "demo-telzino", "state": "completed"})
+                except httpx.HTTPError:
+                    return None
+                return calls.status_code == 200 and calls.json()["calls"]
+
+            [record, *_] = wait_until(finished_telzino_call, timeout=60, message="a finished demo-telzino call")
+            assert record["extras"]["to_number"] == "+1•••••••34"
+            assert "request_metadata" not in record["extras"]
+            response = client.post("/api/v1/calls", json={"account": "demo-telzino", "call_id": "x"})
+            assert response.status_code == 403 and "set api_token" in response.json()["error"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert b"is not loopback and no api_token is set" in stderr
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("demo.db*"))
+    assert b"8135551234" not in stored and b"crm_id" not in stored
 
 
 # --------------------------------------------------------------------- docs

@@ -10,7 +10,7 @@ import time
 import httpx
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 from outbound_call_exporter_plugins.trillet.fake import TrilletFake
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino import Telzino, TelzinoSettings
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 from outbound_call_exporter_plugins.trillet import Trillet, TrilletSettings
@@ -14,7 +14,7 @@ from outbound_call_exporter_plugins.trillet.fake import TrilletFake
 
 AGENT = "123e4567-e89b-12d3-a456-426614174000"
 
-#: discovery-endpoints.md, "Telzino — list an agent's outbound calls" (ids completed to UUIDs)
+#: docs/providers/reference/discovery-endpoints.md, "Telzino — list an agent's outbound calls" (ids completed to UUIDs)
 TELZINO_LIST = {
     "data": [{"id": "0fc6daf8-7251-4553-9488-867ba0b82d8e", "agent_id": AGENT, "to_number": "+18135551234",
               "status": "completed", "request_metadata": {"crm_id": "123"},
@@ -24,7 +24,7 @@ TELZINO_LIST = {
               "sip_status_code": None}],
     "pagination": {"page": 1, "limit": 25, "total": 1, "totalPages": 1, "hasNext": False, "hasPrev": False},
 }
-#: discovery-endpoints.md, "Trillet — list the jobs of a batch"
+#: docs/providers/reference/discovery-endpoints.md, "Trillet — list the jobs of a batch"
 TRILLET_LIST = {
     "calls": [
         {"jobId": "call_123", "status": "completed", "phone_number": "+1234567890", "startTime": 1703097600000,
@@ -34,7 +34,7 @@ TRILLET_LIST = {
     "pagination": {"page": 1, "limit": 20, "total": 150, "totalPages": 8, "hasNext": True, "hasPrev": False},
     "summary": {"total": 150, "waiting": 45, "active": 5, "completed": 95, "failed": 5},
 }
-#: discovery-endpoints.md, "Trillet — batch progress"
+#: docs/providers/reference/discovery-endpoints.md, "Trillet — batch progress"
 TRILLET_PROGRESS = {
     "status": "processing", "isComplete": False, "waiting": 45, "active": 5, "completed": 95, "failed": 5,
     "total": 150, "startTime": 1703097600000, "lastCompletedTime": 1703101200000, "completedTime": None,

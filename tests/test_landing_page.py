@@ -1,11 +1,16 @@
-"""The landing page, rendered by headless Chromium against the running demo, matches /metrics.
+"""The landing page, rendered by headless Chromium against the running demo, matches /metrics:
+watched and finished calls, each account's answer rate, technical failure share and last-hour
+chart total; recent calls link to their records; times carry their zone.
 
-Set OCE_UPDATE_SCREENSHOT=1 to refresh docs/img/landing-page.png (the README's screenshot).
+Set OCE_UPDATE_SCREENSHOT=1 to refresh docs/img/landing-page.png (the README's screenshot) from
+this short demo; a screenshot after ~15 minutes of `demo --failure-spike-at 600` shows more of
+the chart (`chromium --headless --screenshot … http://127.0.0.1:9877/`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,13 +23,15 @@ import httpx
 from conftest import require_tool, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
 
 
 class Tables(HTMLParser):
-    """{table id: {row account: {column: text}}} from the rendered DOM."""
+    """{table id: {row account: {column: text}}} from the rendered DOM; a row's chart total is
+    under "chart", its first link under "href"; `<title>` text inside charts is left out."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -41,6 +48,11 @@ class Tables(HTMLParser):
             self.tables[self._table].setdefault(a["data-account"], self._row)
         elif tag == "td":
             self._column = a.get("data-column")
+        elif tag == "svg" and self._row is not None:
+            self._row["chart"] = a["data-total"]
+            self._column = None
+        elif tag == "a" and self._row is not None:
+            self._row.setdefault("href", a["href"])
 
     def handle_data(self, data):
         if self._column and self._row is not None:
@@ -102,10 +114,27 @@ def test_landing_page_in_chromium_matches_metrics(tmp_path):
         for account, row in finished.items():
             for state in ("completed", "failed", "busy", "no_answer", "cancelled", "expired"):
                 assert float(row[state]) == metrics[("outbound_calls_finished_total", account, state)]
+        accounts = parser.tables["accounts"]
+        assert set(accounts) == set(watched)
+        for account, row in accounts.items():
+            n = {s: metrics[("outbound_calls_finished_total", account, s)]
+                 for s in ("completed", "failed", "busy", "no_answer", "cancelled", "expired")}
+            total = sum(n.values()) - n["cancelled"]
+            expected = (f"{n['completed'] / total:.1%}", f"{(n['failed'] + n['expired']) / total:.1%}") if total \
+                else ("—", "—")
+            assert (row["answer rate"], row["technical failures"]) == expected, account
+            assert float(row["chart"]) == sum(n.values()), "the demo is younger than the chart's hour"
+            assert row["up"] == "up"
+            assert ISO_UTC.fullmatch(row["last successful poll"]) or (
+                row["last successful poll"] == "never" and not sum(n.values())), row
         recent = parser.tables["recent"]
         assert recent, "recently finished calls are listed"
-        assert all(r["state"] in {"completed", "failed", "busy", "no_answer", "cancelled", "expired"}
-                   for r in recent.values())
+        for account, r in recent.items():
+            assert r["state"] in {"completed", "failed", "busy", "no_answer", "cancelled", "expired"}
+            assert ISO_UTC.fullmatch(r["ended"]), r["ended"]
+            record = httpx.get(url + r["href"], timeout=5).json()
+            assert (record["account"], record["call_id"], record["state"]) == (account, r["call id"], r["state"])
+        assert re.search(r"As of <time[^>]*>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ</time> \(UTC\)", dom)
 
         shot = tmp_path / "landing-page.png"
         subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1280,860",

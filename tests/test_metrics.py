@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
 from conftest import account, make_config, require_tool, running_service, wait_until

@@ -8,6 +8,9 @@ refused credentials (401 on every poll), connection errors, provider error bodie
 the key (401, 400, 429, 500), malformed and wrong-shaped bodies that quote it, debug logging, `check-config` on good and bad configs (secrets from YAML, `*_file` and env vars),
 `plugins`, `watch` with a wrong token, and REST API errors built from secret-looking input.
 Grepped: the service log, every CLI output, `/metrics`, every API response, and the store files.
+The same grep looks for personal data under the default `privacy` policy: the digits a masked
+destination hides and the metadata each plugin declares (from each plugin's own fake, as in
+test_privacy.py), so a new plugin or a new output is covered here too.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import yaml
 from pydantic import SecretStr
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeProvider, Fault, Step
+from outbound_call_exporter.testing import FakeProvider, Step, faults
 from outbound_call_exporter.plugins import load_registry
 
 from conftest import wait_until
+from test_privacy import personal_data
 
 MARK = uuid.uuid4().hex[:10]
 API_TOKEN = f"S3CR3T-api-token-{MARK}"
@@ -74,7 +78,10 @@ class Plugin:
 
     @property
     def secrets(self) -> list[str]:
-        return [*self.good.values(), *self.bad.values(), *self.dead.values()]
+        values = [*self.good.values(), *self.bad.values(), *self.dead.values()]
+        # a PEM key leaks if any line of its body does, not only the whole of it
+        lines = [line for v in values if "-----BEGIN" in v for line in v.splitlines() if len(line) >= 40]
+        return values + lines
 
     def settings(self, which: dict[str, str]) -> dict[str, Any]:
         return {**self.fake.demo_settings(), **which}
@@ -90,10 +97,11 @@ def plugins_under_test() -> list[Plugin]:
         fields = secret_fields(cls)
         assert name in registry.fakes, f"plugin {name} ships no fake: cannot exercise its secrets"
         fake = registry.fakes[name](seed=4)
-        good = {f: secret("good", name, f) for f in fields}
+        # a fake may shape the value (a private key must be a real PEM: Vonage), else the marker
+        value = getattr(fake, "secret_setting", lambda field, marker: marker)
+        good, bad, dead = ({f: value(f, secret(kind, name, f)) for f in fields} for kind in ("good", "bad", "dead"))
         fake.credentials.update({f: v for f, v in good.items() if f in fake.credentials})
-        out.append(Plugin(name, fake, fields, good, {f: secret("bad", name, f) for f in fields},
-                          {f: secret("dead", name, f) for f in fields}))
+        out.append(Plugin(name, fake, fields, good, bad, dead))
     assert any(p.fields for p in out), "no plugin declares a secret setting"
     return out
 
@@ -229,7 +237,7 @@ def test_no_secret_in_any_output(tmp_path):
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, log.read_text()[-3000:]
         service_log = log.read_text()
-        assert " DEBUG " in service_log and "credentials refused" in service_log, "the log exercised nothing"
+        assert "level=debug" in service_log and "credentials refused" in service_log, "the log exercised nothing"
         out.add("service log (debug)", service_log)
         for store_file in tmp_path.glob("calls.db*"):
             out.add(f"store file {store_file.name}", store_file.read_bytes())
@@ -239,6 +247,10 @@ def test_no_secret_in_any_output(tmp_path):
     leaks = out.leaks(secrets)
     assert not leaks, "secrets leaked:\n" + "\n".join(leaks[:20])
     assert len(out.texts) > 50
+    personal = [hidden for p in personal_data(load_registry()) for hidden in p.forbidden()]
+    assert personal, "no plugin keeps a destination: the personal-data grep checks nothing"
+    leaks = out.leaks(personal + ['"crm_id"', "john.doe@example.com"])
+    assert not leaks, "personal data leaked (default privacy policy):\n" + "\n".join(leaks[:20])
 
 
 def _ready(url: str) -> bool:
@@ -254,12 +266,12 @@ def exercise_service(url: str, plugins: list[Plugin], out: Outputs) -> None:
         for p in plugins:
             echo = p.echo().encode()
             # provider error bodies and failure texts that quote the key back
-            for fault in (Fault("status", status=401, body=b'{"error": "invalid key ' + echo + b'"}'),
-                          Fault("status", status=400, body=b'{"detail": "' + echo + b'"}'),
-                          Fault("status", status=500, body=b"Traceback: key=" + echo),
-                          Fault("status", status=429, body=echo, retry_after="0"),
-                          Fault("malformed", body=b'{"key": "' + echo),
-                          Fault("wrong_shape", body=json.dumps([p.echo()]).encode())):
+            for fault in (faults.status(401, body=b'{"error": "invalid key ' + echo + b'"}'),
+                          faults.status(400, body=b'{"detail": "' + echo + b'"}'),
+                          faults.status(500, body=b"Traceback: key=" + echo),
+                          faults.status(429, body=echo, retry_after="0"),
+                          faults.malformed(b'{"key": "' + echo),
+                          faults.wrong_shape(json.dumps([p.echo()]).encode())):
                 p.fake.inject(fault, times=1)
             good = [p.fake.add_call(steps=steps(p.fake, State.FAILED), outcome=State.FAILED),
                     p.fake.add_call(steps=steps(p.fake, State.COMPLETED), outcome=State.COMPLETED)]

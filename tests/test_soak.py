@@ -30,10 +30,10 @@ import pytest
 import yaml
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider, Step
+from outbound_call_exporter.testing import FakeCall, FakeProvider, Step
 from outbound_call_exporter.plugins import load_registry
 
-from conftest import wait_until
+from conftest import expected_state, wait_until
 
 # popped, not just read: the service takes every OCE_* variable as config (and refuses unknown
 # keys), and the processes these tests start inherit the environment
@@ -177,7 +177,7 @@ def assert_nothing_lost(store: Path, acked: dict[str, tuple[str, FakeCall, FakeP
             " GROUP BY h.call_seq").fetchall())
     assert set(rows) == set(acked)
     for key, (name, call, fake) in acked.items():
-        expected = registry.providers[fake.provider].status_map[call.steps[-1].status].value
+        expected = expected_state(registry, fake, call)
         assert rows[key] == (expected, 0), (key, rows[key], expected)
         assert terminal_rows.get(key) == 1, (key, terminal_rows.get(key))
     registered = finished = 0.0

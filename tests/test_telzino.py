@@ -13,7 +13,7 @@ from outbound_call_exporter_plugins.telzino import STATUS_MAP, Telzino, TelzinoP
 AGENT = "123e4567-e89b-12d3-a456-426614174000"
 CALL = "0fc6daf8-7251-4553-9488-867ba0b82d8e"
 
-#: the example response in telzino-outbound-calls.md, verbatim
+#: the example response in docs/providers/reference/telzino-outbound-calls.md, verbatim
 DOC_EXAMPLE = {
     "id": "0fc6daf8-7251-4553-9488-867ba0b82d8e",
     "agent_id": "123e4567-e89b-12d3-a456-426614174000",

@@ -31,8 +31,8 @@ from conftest import account, make_config, running_service, wait_until
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "third-party-plugin"
 GUIDE = ROOT / "docs" / "writing-a-plugin.md"
-MODULE = "oce_twilio_example"
-NAME = "twilio_example"
+MODULE = "oce_sample_calls"
+NAME = "sample_calls"
 
 
 def _offline_backend() -> bool:
@@ -90,11 +90,11 @@ def test_not_discoverable_without_installing():
 def test_discovered_through_its_entry_point_like_the_builtins(installed_plugin):
     entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(group=PROJECT)}
     assert {"telzino", "trillet", NAME} <= set(entry_points)
-    assert entry_points[NAME].value == MODULE and entry_points[NAME].dist.name == "oce-twilio-example"
+    assert entry_points[NAME].value == MODULE and entry_points[NAME].dist.name == "oce-sample-calls"
 
     registry = plugin_host.load_registry()  # the very function `run`, `demo` and `plugins` use
-    assert registry.failures == []
-    assert {"telzino", "trillet", NAME} <= set(registry.providers)
+    assert registry.failures == []  # no name collides with a built-in (the built-in `twilio` included)
+    assert {"telzino", "trillet", "twilio", NAME} <= set(registry.providers)
     assert registry.providers[NAME].__module__ == MODULE
     assert registry.fakes[NAME].__module__ == f"{MODULE}.fake"
     assert registry.sources[f"register_providers{NAME}"] == NAME
@@ -105,7 +105,7 @@ def test_plugins_command_lists_it(install_dir):
     result = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "plugins"],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
-    assert re.search(rf"^{NAME}\s+—\s+Twilio Calls resource", result.stdout, re.M), result.stdout
+    assert re.search(rf"^{NAME}\s+—\s+Twilio-compatible Calls API", result.stdout, re.M), result.stdout
     assert "account_sid*" in result.stdout and "auth_token†*" in result.stdout
 
 
@@ -156,10 +156,10 @@ def test_guide_unit_test_snippet_runs(installed_plugin):
     exec(compile(snippet, str(GUIDE), "exec"), {**vars(module), "httpx": httpx, "State": State})
 
 
-def test_example_request_is_twilios(installed_plugin):
+def test_example_request_has_the_calls_api_shape(installed_plugin):
     module = importlib.import_module(MODULE)
     sid, call_sid = "AC" + "a" * 32, "CA" + "b" * 32
-    provider = module.TwilioExample(module.TwilioSettings(account_sid=sid, auth_token="tok"))
-    request = provider.build_request(module.TwilioParams(call_id=call_sid))
-    assert str(request.url) == f"https://api.twilio.com/2010-04-01/Accounts/{sid}/Calls/{call_sid}.json"
+    provider = module.SampleCalls(module.SampleCallsSettings(account_sid=sid, auth_token="tok"))
+    request = provider.build_request(module.SampleCallsParams(call_id=call_sid))
+    assert str(request.url) == f"https://calls.example.com/2010-04-01/Accounts/{sid}/Calls/{call_sid}.json"
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(f"{sid}:tok".encode()).decode()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Fault, Step
+from outbound_call_exporter.testing import Step, faults
 from outbound_call_exporter_plugins.trillet.fake import ERRORS, TrilletFake
 
 from conftest import account, make_config, running_service, wait_until
@@ -105,7 +105,7 @@ def test_not_found_after_retention_expires(tmp_path, registry):
             other = fake.add_call(steps=[Step("waiting", 0)])
             svc.client.post("/api/v1/calls", json={"account": "tr", "call_id": other.call_id})
             wait_until(lambda: svc.call("tr", other.call_id)["provider_status"] == "waiting")
-            fake.inject(Fault(status=200, body=b'{"status": "not_found", "error": "Call not found"}'), times=None)
+            fake.inject(faults.status(200, body=b'{"status": "not_found", "error": "Call not found"}'), times=None)
             wait_until(lambda: svc.call("tr", other.call_id)["state"] == "expired", message="expired after 200")
             fake.clear_faults()
 

@@ -8,17 +8,31 @@ backend (PostgreSQL) implements the same Protocol. The contract every backend ke
   (a failed flush keeps them and retries; `write_errors` counts failed flushes), and every read
   first applies what is queued, so the API reads its own writes;
 - every failure is a `StoreError` (never a driver's exception): the API answers it with 503;
-- a backend whose writes are fenced (partition leases) refuses a write for calls it no longer
-  owns with `StoreFenced`, naming them; the host stops watching those calls (their new owner
-  polls them) and never retries the write.
+- a backend whose writes are fenced (partition leases) refuses a write for calls whose lease
+  this process lost with `StoreFenced`, naming them (`seqs`): a `StoreError`, so the API
+  answers it with 503 too. SQLite never raises it. Dropping a lost partition's calls from the
+  pollers is the scaled-out backend's to add (`AccountPoller.remove`); the finished-call
+  metrics are counted in one call (`AccountMetrics.count_finished`, right after the store write
+  is queued in `AccountPoller._finish`), the place to move behind a fenced write's success.
 """
 
 from __future__ import annotations
 
 from typing import AsyncIterator, Protocol, Sequence
 
-from .rows import (UPDATABLE, CallQuery, CallRecord, HistoryRow, NewCall, Registered, ScopeRow, StoredCall, StoreError,
-                   StoreFenced, Update)
+from .rows import (
+    UPDATABLE,
+    CallQuery,
+    CallRecord,
+    HistoryRow,
+    NewCall,
+    Registered,
+    ScopeRow,
+    StoredCall,
+    StoreError,
+    StoreFenced,
+    Update,
+)
 from .sqlite import SQLiteStore
 
 
@@ -54,7 +68,7 @@ class CallStore(Protocol):
 
     async def get_many(self, seqs: Sequence[int]) -> list[CallRecord]: ...
 
-    async def list(self, query: CallQuery) -> tuple[list[CallRecord], int | None]:
+    async def list_calls(self, query: CallQuery) -> tuple[list[CallRecord], int | None]:
         """A page of records and the `before` of the next page (None: the last page)."""
         ...
 
@@ -68,5 +82,19 @@ class CallStore(Protocol):
 
     async def delete_scope(self, id: str) -> bool: ...
 
-__all__ = ["CallQuery", "CallRecord", "CallStore", "HistoryRow", "NewCall", "Registered", "SQLiteStore",
-           "ScopeRow", "StoreError", "StoreFenced", "StoredCall", "UPDATABLE", "Update"]
+
+__all__ = [
+    "CallQuery",
+    "CallRecord",
+    "CallStore",
+    "HistoryRow",
+    "NewCall",
+    "Registered",
+    "SQLiteStore",
+    "ScopeRow",
+    "StoreError",
+    "StoreFenced",
+    "StoredCall",
+    "UPDATABLE",
+    "Update",
+]

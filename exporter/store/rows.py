@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, NamedTuple
 
 from ..errors import ExporterError
 
@@ -49,10 +49,22 @@ class Update:
 
 
 #: the columns an `Update` may set
-UPDATABLE = frozenset({
-    "events_seen", "state", "provider_status", "reason", "watching", "seen", "created_at", "answered_at",
-    "ended_at", "duration_seconds", "last_polled_at", "extras",
-})
+UPDATABLE = frozenset(
+    {
+        "events_seen",
+        "state",
+        "provider_status",
+        "reason",
+        "watching",
+        "seen",
+        "created_at",
+        "answered_at",
+        "ended_at",
+        "duration_seconds",
+        "last_polled_at",
+        "extras",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +95,17 @@ class StoredCall:
     events_seen: int
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
+class HistoryRow(NamedTuple):
+    """One state change of a call."""
+
     state: str
     provider_status: str | None
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """A stored call with its history, oldest first (times are Unix seconds)."""
+class CallRecord(NamedTuple):
+    """A stored call with its history, oldest first (times are Unix seconds). A named tuple, not a
+    frozen dataclass: an API page builds up to 1,000 of them, and a tuple is built ~5x faster."""
 
     seq: int
     account: str

@@ -78,8 +78,10 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE calls ADD COLUMN events_seen INTEGER NOT NULL DEFAULT 0")
 
 
-ACTIVE = ("SELECT seq, account, call_id, provider, params, state, provider_status, seen, created_at,"
-          " answered_at, first_seen_at, events_seen FROM calls WHERE watching = 1")
+ACTIVE = (
+    "SELECT seq, account, call_id, provider, params, state, provider_status, seen, created_at,"
+    " answered_at, first_seen_at, events_seen FROM calls WHERE watching = 1"
+)
 
 
 def stored_call(r: tuple[Any, ...], params_cache: dict[str, dict[str, Any]]) -> StoredCall:
@@ -93,17 +95,17 @@ def stored_call(r: tuple[Any, ...], params_cache: dict[str, dict[str, Any]]) -> 
     return StoredCall(r[0], r[1], r[2], r[3], params, r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11])
 
 
-COLUMNS = ("seq, account, provider, call_id, params, state, provider_status, reason, watching, created_at,"
-           " answered_at, ended_at, duration_seconds, first_seen_at, last_polled_at, polls, poll_errors, extras")
+COLUMNS = (
+    "seq, account, provider, call_id, params, state, provider_status, reason, watching, created_at,"
+    " answered_at, ended_at, duration_seconds, first_seen_at, last_polled_at, polls, poll_errors, extras"
+)
 
 
 def call_record(r: tuple[Any, ...], history: list[HistoryRow]) -> CallRecord:
     """A row of `COLUMNS` and its history."""
-    return CallRecord(
-        seq=r[0], account=r[1], provider=r[2], call_id=r[3], params=json.loads(r[4]), state=r[5],
-        provider_status=r[6], reason=r[7], watching=bool(r[8]), created_at=r[9], answered_at=r[10],
-        ended_at=r[11], duration_seconds=r[12], first_seen_at=r[13], last_polled_at=r[14], polls=r[15],
-        poll_errors=r[16], extras=json.loads(r[17]), history=tuple(history))
+    return CallRecord._make(
+        (*r[:4], json.loads(r[4]), *r[5:8], bool(r[8]), *r[9:17], json.loads(r[17]), tuple(history))
+    )
 
 
 SCOPE_COLUMNS = "id, account, scope, created_at, origin, complete, discovered"
@@ -116,5 +118,12 @@ def scope_key(scope: Mapping[str, str]) -> str:
 
 def scope_row(r: tuple[Any, ...]) -> ScopeRow:
     """A row of `SCOPE_COLUMNS`."""
-    return ScopeRow(id=r[0], account=r[1], scope=json.loads(r[2]), created_at=r[3], origin=r[4],
-                    complete=bool(r[5]), discovered=r[6])
+    return ScopeRow(
+        id=r[0],
+        account=r[1],
+        scope=json.loads(r[2]),
+        created_at=r[3],
+        origin=r[4],
+        complete=bool(r[5]),
+        discovered=r[6],
+    )

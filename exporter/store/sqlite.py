@@ -115,8 +115,7 @@ class SQLiteStore:
                 except StoreError as exc:  # kept queued and retried next tick; visible meanwhile
                     errors = self._behind.errors
                     if errors == 1 or errors % 100 == 0:
-                        log.error("%s (poll results are kept in memory and retried; %d failed flushes)",
-                                  exc, errors)
+                        log.error("%s (poll results are kept in memory and retried; %d failed flushes)", exc, errors)
 
     # -- registrations (durable before returning) ------------------------------------------
 
@@ -140,13 +139,17 @@ class SQLiteStore:
         cur = db.execute(
             "INSERT INTO calls (account, call_id, provider, params, state, watching, first_seen_at)"
             " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (account, call_id) DO NOTHING",
-            (c.account, c.call_id, c.provider, json.dumps(dict(c.params)), initial_state, c.first_seen_at))
+            (c.account, c.call_id, c.provider, json.dumps(dict(c.params)), initial_state, c.first_seen_at),
+        )
         if cur.rowcount and cur.lastrowid is not None:
-            db.execute("INSERT INTO history (call_seq, state, provider_status, at) VALUES (?, ?, NULL, ?)",
-                       (cur.lastrowid, initial_state, c.first_seen_at))
+            db.execute(
+                "INSERT INTO history (call_seq, state, provider_status, at) VALUES (?, ?, NULL, ?)",
+                (cur.lastrowid, initial_state, c.first_seen_at),
+            )
             return Registered(cur.lastrowid, True, True, initial_state)
-        seq, state, watching = db.execute("SELECT seq, state, watching FROM calls WHERE account = ? AND call_id = ?",
-                                          (c.account, c.call_id)).fetchone()
+        seq, state, watching = db.execute(
+            "SELECT seq, state, watching FROM calls WHERE account = ? AND call_id = ?", (c.account, c.call_id)
+        ).fetchone()
         rewatch = not watching and state not in _TERMINAL_VALUES
         if rewatch:
             db.execute("UPDATE calls SET watching = 1 WHERE seq = ?", (seq,))
@@ -159,6 +162,29 @@ class SQLiteStore:
         self._write_pending()
         self.db.execute("UPDATE calls SET watching = 0 WHERE account = ? AND call_id = ?", (account, call_id))
         return self._get(account, call_id)
+
+    async def prune(self, before: float) -> tuple[int, bool]:
+        """Delete every call record not watched whose last activity (end, else last poll, else
+        registration) is older than `before`, with its history. Returns (records deleted, whether
+        the WAL could be emptied now). Freed pages are zeroed (`secure_delete`) and the WAL is
+        truncated, so the deleted personal data is gone from the files, not just unlinked."""
+        return await self._run(self._prune, before)
+
+    def _prune(self, before: float) -> tuple[int, bool]:
+        self._write_pending()
+        old = "SELECT seq FROM calls WHERE watching = 0 AND COALESCE(ended_at, last_polled_at, first_seen_at) < ?"
+        db = self.db
+        db.execute("PRAGMA secure_delete = ON")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(f"DELETE FROM history WHERE call_seq IN ({old})", (before,))
+            deleted = db.execute(f"DELETE FROM calls WHERE seq IN ({old})", (before,)).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return deleted, not busy
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -178,8 +204,9 @@ class SQLiteStore:
 
     def _get(self, account: str, call_id: str) -> CallRecord | None:
         self._write_pending()
-        row = self.db.execute(f"SELECT {schema.COLUMNS} FROM calls WHERE account = ? AND call_id = ?",
-                              (account, call_id)).fetchone()
+        row = self.db.execute(
+            f"SELECT {schema.COLUMNS} FROM calls WHERE account = ? AND call_id = ?", (account, call_id)
+        ).fetchone()
         return self._records([row])[0] if row else None
 
     async def get_many(self, seqs: Sequence[int]) -> list[CallRecord]:
@@ -189,58 +216,79 @@ class SQLiteStore:
         self._write_pending()
         rows = []
         for chunk in _chunks(list(seqs), 500):
-            rows += self.db.execute(f"SELECT {schema.COLUMNS} FROM calls WHERE seq IN ({','.join('?' * len(chunk))})",
-                                    chunk).fetchall()
+            rows += self.db.execute(
+                f"SELECT {schema.COLUMNS} FROM calls WHERE seq IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
         by_seq = {r[0]: r for r in rows}
         return self._records([by_seq[s] for s in seqs])
 
-    async def list(self, query: CallQuery) -> tuple[list[CallRecord], int | None]:
-        return await self._run(self._list, query)
+    async def list_calls(self, query: CallQuery) -> tuple[list[CallRecord], int | None]:
+        return await self._run(self._list_calls, query)
 
-    def _list(self, q: CallQuery) -> tuple[list[CallRecord], int | None]:
+    def _list_calls(self, q: CallQuery) -> tuple[list[CallRecord], int | None]:
         self._write_pending()
         where, args = [], []
-        for clause, value in (("account = ?", q.account), ("state = ?", q.state),
-                              ("first_seen_at >= ?", q.since), ("seq < ?", q.before)):
+        for clause, value in (
+            ("account = ?", q.account),
+            ("state = ?", q.state),
+            ("first_seen_at >= ?", q.since),
+            ("seq < ?", q.before),
+        ):
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = f"SELECT {schema.COLUMNS} FROM calls {'WHERE ' + ' AND '.join(where) if where else ''}" \
-              f" ORDER BY seq DESC LIMIT ?"
+        sql = (
+            f"SELECT {schema.COLUMNS} FROM calls {'WHERE ' + ' AND '.join(where) if where else ''}"
+            f" ORDER BY seq DESC LIMIT ?"
+        )
         rows = self.db.execute(sql, (*args, q.limit + 1)).fetchall()
         more = len(rows) > q.limit
-        rows = rows[:q.limit]
+        rows = rows[: q.limit]
         return self._records(rows), (rows[-1][0] if more and rows else None)
 
     def _records(self, rows: list[tuple[Any, ...]]) -> list[CallRecord]:
         history: dict[int, list[HistoryRow]] = {r[0]: [] for r in rows}
         for chunk in _chunks(list(history), 500):
             for seq, state, status, at in self.db.execute(
-                    f"SELECT call_seq, state, provider_status, at FROM history WHERE call_seq IN"
-                    f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk):
+                f"SELECT call_seq, state, provider_status, at FROM history WHERE call_seq IN"
+                f" ({','.join('?' * len(chunk))}) ORDER BY id",
+                chunk,
+            ):
                 history[seq].append(HistoryRow(state, status, at))
         return [schema.call_record(r, history[r[0]]) for r in rows]
 
     # -- watch scopes: a handful of rows, written rarely, committed at once -----------------
 
     async def scopes(self) -> list[ScopeRow]:
-        return await self._run(lambda: [schema.scope_row(r) for r in self.db.execute(
-            f"SELECT {schema.SCOPE_COLUMNS} FROM scopes ORDER BY created_at")])
+        return await self._run(
+            lambda: [
+                schema.scope_row(r)
+                for r in self.db.execute(f"SELECT {schema.SCOPE_COLUMNS} FROM scopes ORDER BY created_at")
+            ]
+        )
 
     async def add_scope(self, row: ScopeRow) -> ScopeRow:
         def add() -> ScopeRow:
             key = schema.scope_key(row.scope)
-            self.db.execute("INSERT INTO scopes (id, account, scope, created_at, origin) VALUES (?, ?, ?, ?, ?)"
-                            " ON CONFLICT (account, scope) DO NOTHING",
-                            (row.id, row.account, key, row.created_at, row.origin))
-            return schema.scope_row(self.db.execute(
-                f"SELECT {schema.SCOPE_COLUMNS} FROM scopes WHERE account = ? AND scope = ?",
-                (row.account, key)).fetchone())
+            self.db.execute(
+                "INSERT INTO scopes (id, account, scope, created_at, origin) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (account, scope) DO NOTHING",
+                (row.id, row.account, key, row.created_at, row.origin),
+            )
+            return schema.scope_row(
+                self.db.execute(
+                    f"SELECT {schema.SCOPE_COLUMNS} FROM scopes WHERE account = ? AND scope = ?", (row.account, key)
+                ).fetchone()
+            )
+
         return await self._run(add)
 
     async def update_scope(self, id: str, complete: bool, discovered: int) -> None:
-        await self._run(lambda: self.db.execute("UPDATE scopes SET complete = ?, discovered = ? WHERE id = ?",
-                                                (int(complete), discovered, id)))
+        await self._run(
+            lambda: self.db.execute(
+                "UPDATE scopes SET complete = ?, discovered = ? WHERE id = ?", (int(complete), discovered, id)
+            )
+        )
 
     async def delete_scope(self, id: str) -> bool:
         return await self._run(lambda: self.db.execute("DELETE FROM scopes WHERE id = ?", (id,)).rowcount > 0)
@@ -248,4 +296,4 @@ class SQLiteStore:
 
 def _chunks(items: list[T], n: int) -> Iterator[list[T]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]

@@ -115,17 +115,23 @@ def _update_sql(cols: tuple[str, ...]) -> str:
     if sql is None:
         n = len(cols)
         sets = [f"{k} = json_extract(v.value, '$[{i}]')" for i, k in enumerate(cols)]
-        sets += [f"polls = polls + json_extract(v.value, '$[{n}]')",
-                 f"poll_errors = poll_errors + json_extract(v.value, '$[{n + 1}]')"]
-        sql = _UPDATE_SQL[cols] = (f"UPDATE calls SET {', '.join(sets)} FROM json_each(?1) AS v"
-                                   f" WHERE calls.seq = json_extract(v.value, '$[{n + 2}]')")
+        sets += [
+            f"polls = polls + json_extract(v.value, '$[{n}]')",
+            f"poll_errors = poll_errors + json_extract(v.value, '$[{n + 1}]')",
+        ]
+        sql = _UPDATE_SQL[cols] = (
+            f"UPDATE calls SET {', '.join(sets)} FROM json_each(?1) AS v"
+            f" WHERE calls.seq = json_extract(v.value, '$[{n + 2}]')"
+        )
     return sql
 
 
 _UPDATE_SQL: dict[tuple[str, ...], str] = {}
-_HISTORY_SQL = ("INSERT INTO history (call_seq, state, provider_status, at) SELECT json_extract(value, '$[0]'),"
-                " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]')"
-                " FROM json_each(?1) ORDER BY key")
+_HISTORY_SQL = (
+    "INSERT INTO history (call_seq, state, provider_status, at) SELECT json_extract(value, '$[0]'),"
+    " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]')"
+    " FROM json_each(?1) ORDER BY key"
+)
 
 
 def _supports_one_statement() -> bool:
@@ -135,8 +141,10 @@ def _supports_one_statement() -> bool:
         try:
             db.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b)")
             db.execute("INSERT INTO t VALUES (1, 0)")
-            db.execute("UPDATE t SET b = json_extract(v.value, '$[1]') FROM json_each('[[1, 2]]') AS v"
-                       " WHERE t.a = json_extract(v.value, '$[0]')")
+            db.execute(
+                "UPDATE t SET b = json_extract(v.value, '$[1]') FROM json_each('[[1, 2]]') AS v"
+                " WHERE t.a = json_extract(v.value, '$[0]')"
+            )
             return bool(db.execute("SELECT b FROM t").fetchone() == (2,))
         finally:
             db.close()

@@ -1,6 +1,6 @@
 """PolyAI Agents API v1: `GET /v1/agents/{agentId}/telephony/outbound-calls/{callSid}/status`.
 
-Source: ../shared/provider-docs/polyai-agents-api-v1.openapi.md. Header `X-API-KEY`; query
+Source: docs/providers/reference/polyai-agents-api-v1.openapi.md. Header `X-API-KEY`; query
 `environment` (required: sandbox, pre-release or live, the one the call was triggered in);
 servers `https://api.{us,eu,uk,studio}.poly.ai`, picked by the `region` setting unless the
 account sets `base_url`. Body `{"callSid", "status", "reason"}`, no timestamps.
@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Literal
 
 import httpx
+from pydantic import Field
 
 from outbound_call_exporter import CallParams, HeaderSecret, PathSegment, ProviderSettings
 
@@ -34,16 +35,18 @@ Environment = Literal["sandbox", "pre-release", "live"]
 
 
 class AgentsSettings(ProviderSettings):
-    api_key: HeaderSecret
-    region: Region = "us"
-    environment: Environment | None = None
-    agent_id: PathSegment | None = None
+    api_key: HeaderSecret = Field(description="Agents API key, sent as the X-API-KEY header")
+    region: Region = Field("us", description="PolyAI region: picks the server https://api.{region}.poly.ai "
+                           "unless base_url is set")
+    environment: Environment | None = Field(
+        None, description="default environment calls are triggered in (sandbox, pre-release, live)")
+    agent_id: PathSegment | None = Field(None, description="default agent id for calls that do not give one")
 
 
 class AgentsParams(CallParams):
     call_id: CallSid
-    agent_id: PathSegment
-    environment: Environment
+    agent_id: PathSegment = Field(description="the agent that placed the call (a path segment of the status URL)")
+    environment: Environment = Field(description="the environment the call was triggered in: its status lives there")
 
 
 class PolyAIAgents(OutcomeProvider[AgentsSettings, AgentsParams]):

@@ -11,7 +11,7 @@ import re
 from typing import Annotated, Any, ClassVar, Generic, Mapping, TypeVar
 
 import httpx
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 
 from outbound_call_exporter import CallParams, CallStatus, Provider, ProviderSettings, State, parse_timestamp
 
@@ -27,7 +27,7 @@ def _call_id(value: str) -> str:
     return value
 
 
-CallSid = Annotated[str, AfterValidator(_call_id)]
+CallSid = Annotated[str, AfterValidator(_call_id), Field(description="PolyAI call SID: OUT- + UUID, or a UUID")]
 S = TypeVar("S", bound=ProviderSettings)
 P = TypeVar("P", bound=CallParams)
 
@@ -51,6 +51,9 @@ class PolyAIProvider(Provider[S, P], Generic[S, P]):
     """Base of the three: the docs' cadence, one credential in one header, regional servers."""
 
     cadence = CADENCE
+    #: no PolyAI status body carries the number dialled or the trigger's metadata
+    destination_extras: ClassVar[frozenset[str]] = frozenset()
+    metadata_extras: ClassVar[frozenset[str]] = frozenset()
     #: the settings field holding the credential, and the header it is sent in
     credential: ClassVar[str]
     auth_header: ClassVar[str]

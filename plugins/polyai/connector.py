@@ -1,6 +1,6 @@
 """PolyAI connector API: `GET /api/v1/{account_id}/{project_id}/outbound-call/status/{call_sid}`.
 
-Source: ../shared/provider-docs/polyai-connector-outbound-call.md. Header `X-CONNECTOR-ID`
+Source: docs/providers/reference/polyai-connector-outbound-call.md. Header `X-CONNECTOR-ID`
 (the secret). The doc names no regional host: the default base URL is its example's
 `https://api.us-1.platform.polyai.app`; other regions set the account's `base_url`.
 
@@ -33,9 +33,18 @@ from datetime import datetime
 from typing import Any, Mapping
 
 import httpx
+from pydantic import Field
 
-from outbound_call_exporter import (CallParams, CallStatus, Event, HeaderSecret, PathSegment, ProviderSettings,
-                                    State, parse_timestamp)
+from outbound_call_exporter import (
+    CallParams,
+    CallStatus,
+    Event,
+    HeaderSecret,
+    PathSegment,
+    ProviderSettings,
+    State,
+    parse_timestamp,
+)
 
 from .common import CallSid, PolyAIProvider
 
@@ -56,15 +65,16 @@ EXTRAS = ("client_env",)
 
 
 class ConnectorSettings(ProviderSettings):
-    connector_id: HeaderSecret
-    account_id: PathSegment | None = None
-    project_id: PathSegment | None = None
+    connector_id: HeaderSecret = Field(description="connector id, sent as the X-CONNECTOR-ID header (a secret: "
+                                       "dropped from every stored status body)")
+    account_id: PathSegment | None = Field(None, description="default PolyAI account id for calls that do not give one")
+    project_id: PathSegment | None = Field(None, description="default PolyAI project id for calls that do not give one")
 
 
 class ConnectorParams(CallParams):
     call_id: CallSid
-    account_id: PathSegment
-    project_id: PathSegment
+    account_id: PathSegment = Field(description="the PolyAI account of the call (a path segment of the status URL)")
+    project_id: PathSegment = Field(description="the PolyAI project of the call (a path segment of the status URL)")
 
 
 def _event_item(item: Any) -> tuple[Any, Any]:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Mapping
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider, Step
+from outbound_call_exporter.testing import FakeCall, FakeProvider, Step
 
 from .common import CALL_ID_RE
 

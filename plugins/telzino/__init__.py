@@ -1,6 +1,6 @@
 """Telzino outbound calls: `GET /v1/agents/{agentId}/outbound-calls/{callId}`, Bearer token.
 
-Status mapping (every documented value; see ../shared/provider-docs/telzino-outbound-calls.md):
+Status mapping (every documented value; see docs/providers/reference/telzino-outbound-calls.md):
 
 | Telzino raw | normalized |
 |---|---|
@@ -27,9 +27,21 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import httpx
+from pydantic import Field
 
-from outbound_call_exporter import (CallPage, CallParams, CallStatus, HeaderSecret, ListedCall, Provider,
-                                    ProviderSettings, State, Uuid, hookimpl, parse_timestamp)
+from outbound_call_exporter import (
+    CallPage,
+    CallParams,
+    CallStatus,
+    HeaderSecret,
+    ListedCall,
+    Provider,
+    ProviderSettings,
+    State,
+    Uuid,
+    hookimpl,
+    parse_timestamp,
+)
 
 STATUS_MAP = {
     "queued": State.QUEUED,
@@ -48,13 +60,13 @@ EXTRAS = ("to_number", "error", "sip_status_code", "transcript_id", "callback_de
 
 
 class TelzinoSettings(ProviderSettings):
-    token: HeaderSecret
-    agent_id: Uuid | None = None
+    token: HeaderSecret = Field(description="Telzino API token, sent as Authorization: Bearer")
+    agent_id: Uuid | None = Field(None, description="default agent (UUID) for calls that do not give one")
 
 
 class TelzinoParams(CallParams):
-    call_id: Uuid
-    agent_id: Uuid
+    call_id: Uuid = Field(description="Telzino's call id, a UUID")
+    agent_id: Uuid = Field(description="the agent (UUID) that placed the call: a path segment of the status URL")
 
 
 class Telzino(Provider[TelzinoSettings, TelzinoParams]):
@@ -64,6 +76,9 @@ class Telzino(Provider[TelzinoSettings, TelzinoParams]):
     Settings = TelzinoSettings
     Params = TelzinoParams
     status_map = STATUS_MAP
+    #: the number dialled, and the trigger's `metadata` echoed back: the `privacy` config decides
+    destination_extras = frozenset({"to_number"})
+    metadata_extras = frozenset({"request_metadata"})
     cadence = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 10.0}
 
     def build_request(self, call: TelzinoParams) -> httpx.Request:

@@ -7,8 +7,8 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from outbound_call_exporter.fakes import FakeCall, FakeProvider
 from outbound_call_exporter import State
+from outbound_call_exporter.testing import FakeCall, FakeProvider
 
 #: SIP codes Telzino reports for calls that failed at the telephony layer (doc: 486 busy, 480 no answer)
 SIP_CODES = {State.BUSY: 486, State.NO_ANSWER: 480, State.FAILED: 503}
@@ -52,7 +52,8 @@ class TelzinoFake(FakeProvider):
             return web.json_response({"error": "invalid query"}, status=400)
         return await self.serve_list(request, {"agent_id": request.match_info["agent_id"]}, status, page, limit)
 
-    def render_list(self, items, paging, calls, now):  # type: ignore[no-untyped-def]
+    def render_list(self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall],
+                    now: float) -> dict[str, Any]:
         omitted = ("call_context", "callback_url", "callback_delivered", "summary_text")
         return {"data": [{k: v for k, v in item.items() if k not in omitted} for item in items],
                 "pagination": paging}

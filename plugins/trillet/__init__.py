@@ -3,7 +3,7 @@
 One job of a batch is one outbound call; its id is the `jobId` (our `call_id`) and the batch id
 is a per-call param (`batch_id`, defaulting to the account's `settings.batch_id`).
 
-Status mapping (every documented value; see ../shared/provider-docs/trillet-batch-calls.md):
+Status mapping (every documented value; see docs/providers/reference/trillet-batch-calls.md):
 
 | Trillet raw | normalized |
 |---|---|
@@ -11,7 +11,7 @@ Status mapping (every documented value; see ../shared/provider-docs/trillet-batc
 | active | in_progress (covers both ringing and talking: Trillet does not tell them apart) |
 | completed | completed |
 | failed | failed (busy / no answer / ... only in the `error` text: see below) |
-| not_found (404 body, or any body with `"status": "not_found"`) | not a status: a not-found poll error, so a job seen before becomes `expired` |
+| not_found (a 404 body, or a body with `"status": "not_found"`) | a not-found error: a job seen before expires |
 
 Decisions:
 - `failed` stays `failed`; its `error` text ("Number busy - unable to connect after 3
@@ -39,10 +39,23 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import httpx
+from pydantic import Field
 
-from outbound_call_exporter import (BatchProgress, CallPage, CallParams, CallStatus, ErrorReason, HeaderSecret,
-                                    PathSegment, PollError, Provider, ProviderSettings, State, hookimpl,
-                                    parse_timestamp)
+from outbound_call_exporter import (
+    BatchProgress,
+    CallPage,
+    CallParams,
+    CallStatus,
+    ErrorReason,
+    HeaderSecret,
+    PathSegment,
+    PollError,
+    Provider,
+    ProviderSettings,
+    State,
+    hookimpl,
+    parse_timestamp,
+)
 
 STATUS_MAP = {
     "waiting": State.QUEUED,
@@ -58,15 +71,16 @@ RESULT_EXTRAS = ("callId", "outcome")
 
 
 class TrilletSettings(ProviderSettings):
-    api_key: HeaderSecret
-    workspace_id: PathSegment
-    batch_id: PathSegment | None = None
+    api_key: HeaderSecret = Field(description="Trillet API key, sent as the x-api-key header")
+    workspace_id: PathSegment = Field(description="Trillet workspace id, sent as the x-workspace-id header")
+    batch_id: PathSegment | None = Field(None, description="default batch id for jobs that do not give one")
 
 
 class TrilletParams(CallParams):
     """`call_id` is the job id (e.g. `call_123`); `batch_id` the batch (e.g. `batch_7891011121314`)."""
 
-    batch_id: PathSegment
+    call_id: PathSegment = Field(description="the job id within its batch (e.g. call_123)")
+    batch_id: PathSegment = Field(description="the batch the job belongs to (a path segment of the status URL)")
 
 
 class Trillet(Provider[TrilletSettings, TrilletParams]):
@@ -76,8 +90,10 @@ class Trillet(Provider[TrilletSettings, TrilletParams]):
     Settings = TrilletSettings
     Params = TrilletParams
     status_map = STATUS_MAP
+    #: the number dialled (masked by default); `result.metadata` (the CSV's columns) is never kept
+    destination_extras = frozenset({"phone_number"})
     cadence = {State.QUEUED: 10.0, State.DIALING: 5.0, State.IN_PROGRESS: 10.0, State.UNKNOWN: 30.0}
-    #: the developer plan's limit: 60 requests per minute (provider-facts.md)
+    #: the developer plan's limit: 60 requests per minute (docs/providers/reference/provider-facts.md)
     default_max_requests_per_second = 1.0
 
     def build_request(self, call: TrilletParams) -> httpx.Request:

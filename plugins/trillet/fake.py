@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider, Step
+from outbound_call_exporter.testing import FakeCall, FakeProvider, Step
 
 #: what Trillet writes in `error` for each way a job fails (the busy text is the doc's own)
 ERRORS = {
@@ -65,7 +65,8 @@ class TrilletFake(FakeProvider):
         return await self.serve_list(request, {"batch_id": request.match_info["batch_id"]},
                                      None if status == "all" else status, page, limit)
 
-    def render_list(self, items, paging, calls, now):  # type: ignore[no-untyped-def]
+    def render_list(self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall],
+                    now: float) -> dict[str, Any]:
         return {"calls": items, "pagination": paging, "summary": {"total": len(calls), **self._counts(calls, now)}}
 
     def _counts(self, calls: list[FakeCall], now: float) -> dict[str, int]:

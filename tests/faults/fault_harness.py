@@ -29,12 +29,12 @@ from typing import Any, Iterator
 import httpx
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider, Step
+from outbound_call_exporter.testing import FakeCall, FakeProvider, Step
 from outbound_call_exporter.model import ErrorReason
 from outbound_call_exporter.plugins import Registry
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
-from conftest import RunningService, account, make_config, running_service, wait_until
+from conftest import RunningService, account, expected_state, make_config, running_service, wait_until
 
 VICTIM, BYSTANDER = "victim", "bystander"
 #: the test cadence of `conftest.account`: queued/dialing 0.2 s, in_progress/unknown 0.3 s
@@ -162,8 +162,7 @@ class Scene:
         assert sent >= at_least * calls, f"only {sent:.0f} requests in {window}s for {calls} calls"
 
     def expected_state(self, fake: FakeProvider, call: FakeCall) -> str:
-        cls = self.registry.providers[fake.provider]
-        return cls.status_map[call.steps[-1].status].value
+        return expected_state(self.registry, fake, call)
 
     def assert_victims_recover(self, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Every victim call reaches its true terminal state; returns the records."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
 from conftest import account, make_config, running_service, wait_until

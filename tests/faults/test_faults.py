@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from outbound_call_exporter import scheduler
-from outbound_call_exporter.fakes import Fault, Step, http_date_in
+from outbound_call_exporter import health
+from outbound_call_exporter.testing import Step, faults, http_date_in
 
 from conftest import wait_until
 from fault_harness import BYSTANDER, CADENCE, VICTIM, free_port, scene
@@ -29,17 +29,17 @@ MIB = 1024 * 1024
 # plugin's parsing in test_every_plugin)
 
 PER_CALL = [
-    pytest.param(Fault("status", status=500), "server_error", id="http-500"),
-    pytest.param(Fault("status", status=502, body=b"<html>Bad Gateway</html>"), "server_error", id="http-502-html"),
-    pytest.param(Fault("status", status=503), "server_error", id="http-503"),
-    pytest.param(Fault("stall"), "timeout", id="read-timeout-mid-body"),
-    pytest.param(Fault("hang"), "timeout", id="accepts-never-answers"),
-    pytest.param(Fault("drip", delay=0.05, size=100_000), "timeout", id="slow-drip"),
-    pytest.param(Fault("reset"), "connection_error", id="reset-mid-body"),
-    pytest.param(Fault("malformed"), "invalid_response", id="malformed-json"),
-    pytest.param(Fault("wrong_shape", body=b'{"status": {"code": 3}, "created_at": true}'), "invalid_response",
+    pytest.param(faults.status(500), "server_error", id="http-500"),
+    pytest.param(faults.status(502, body=b"<html>Bad Gateway</html>"), "server_error", id="http-502-html"),
+    pytest.param(faults.status(503), "server_error", id="http-503"),
+    pytest.param(faults.stall(), "timeout", id="read-timeout-mid-body"),
+    pytest.param(faults.hang(), "timeout", id="accepts-never-answers"),
+    pytest.param(faults.drip(100_000, every=0.05), "timeout", id="slow-drip"),
+    pytest.param(faults.reset(), "connection_error", id="reset-mid-body"),
+    pytest.param(faults.malformed(), "invalid_response", id="malformed-json"),
+    pytest.param(faults.wrong_shape(b'{"status": {"code": 3}, "created_at": true}'), "invalid_response",
                  id="wrong-shape"),
-    pytest.param(Fault("huge", size=64 * MIB), "invalid_response", id="64MiB-body"),
+    pytest.param(faults.huge(64 * MIB), "invalid_response", id="64MiB-body"),
 ]
 
 
@@ -62,14 +62,14 @@ def test_fault_backs_off_per_call_and_recovers(tmp_path, registry, fault, reason
             total = s.svc.metric("outbound_call_status_request_duration_seconds_count", **labels)
             within = s.svc.metric("outbound_call_status_request_duration_seconds_bucket", le="1.0", **labels)
             assert within == total, f"{total - within} exchanges outlived the 0.5 s deadline by 0.5 s"
-        if fault.kind == "huge":  # the body was capped at max_response_bytes, not read to the end
+        if fault.name == "huge":  # the body was capped at max_response_bytes, not read to the end
             per_response = s.victim.fault_bytes_sent / s.victim.requests["fault"]
             assert per_response < 24 * MIB, f"{per_response / MIB:.1f} MiB written per 64 MiB response"
 
 
 def test_retry_after_on_5xx_is_a_lower_bound_per_call(tmp_path, registry):
     with scene(tmp_path, registry) as s:
-        s.victim.inject(Fault("status", status=503, retry_after="1.2"), times=None)
+        s.victim.inject(faults.status(503, retry_after="1.2"), times=None)
         s.register(victims=3)
         s.keep_scraping(3.0)
         for call in s.victim_calls:
@@ -119,7 +119,7 @@ def _assert_quiet_after(s, status: int, quiet: float, margin: float = 0.3) -> in
 ])
 def test_429_retry_after_pauses_the_whole_account(tmp_path, registry, retry_after, quiet):
     with scene(tmp_path, registry) as s:
-        s.victim.inject(Fault("status", status=429, retry_after=retry_after), times=None)
+        s.victim.inject(faults.status(429, retry_after=retry_after), times=None)
         s.register()
         s.keep_scraping(3.5)
         assert _assert_quiet_after(s, 429, quiet) >= 2, "the pause never ended"
@@ -141,7 +141,7 @@ def test_429_without_retry_after_backs_off_exponentially(tmp_path, registry):
     leaves a gap over 1.2 s within 6 s except with probability ~4e-4 (simulated).
     """
     with scene(tmp_path, registry) as s:
-        s.victim.inject(Fault("status", status=429), times=None)
+        s.victim.inject(faults.status(429), times=None)
         s.register(victims=1)
         s.keep_scraping(6.0)
         times = s.victim_arrivals(s.registered_at, time.time()) + [time.time()]
@@ -154,9 +154,9 @@ def test_429_without_retry_after_backs_off_exponentially(tmp_path, registry):
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_failure_pauses_the_account_and_marks_it_down(tmp_path, registry, monkeypatch, status):
-    monkeypatch.setattr(scheduler, "AUTH_BACKOFF_BASE_SECONDS", 1.0)  # 5 s in production: scaled for time
+    monkeypatch.setattr(health, "AUTH_BACKOFF_BASE_SECONDS", 1.0)  # 5 s in production: scaled for time
     with scene(tmp_path, registry) as s:
-        s.victim.inject(Fault("status", status=status, body=b'{"error": "Unauthorized"}'), times=None)
+        s.victim.inject(faults.status(status, body=b'{"error": "Unauthorized"}'), times=None)
         s.register(victims=2)  # few calls: see the burst case below for why
         s.keep_scraping(2.5)
         assert s.up(VICTIM) == 0, "credentials refused but account_up is not 0"
@@ -175,13 +175,13 @@ def test_a_burst_of_concurrent_401s_is_one_auth_failure(tmp_path, registry, monk
     """Credentials revoked while 12 requests are in flight: that is one failure, so the first
     pause is base + U(0, 2 x base) (README: 5 s, 10 s, ... 5 min), not minutes. Twice, so that
     a lucky draw of the long pause cannot pass it."""
-    monkeypatch.setattr(scheduler, "AUTH_BACKOFF_BASE_SECONDS", 1.0)
+    monkeypatch.setattr(health, "AUTH_BACKOFF_BASE_SECONDS", 1.0)
     with scene(tmp_path, registry) as s:
         calls = [s.victim.add_call(steps=[Step("queued", 0)]) for _ in range(12)]
         for round_ in range(2):
             served = s.victim.requests["fault"]
             # slow 401s: every call's first poll (jittered over 0.2 s) is in flight before one answers
-            s.victim.inject(Fault("status", status=401, latency=0.4), times=12)
+            s.victim.inject(faults.slow(0.4, faults.status(401)), times=12)
             if round_ == 0:
                 s.svc.client.post("/api/v1/calls", json=[{"account": VICTIM, "call_id": c.call_id,
                                                           "params": c.params} for c in calls])
@@ -195,8 +195,8 @@ def test_a_burst_of_concurrent_401s_is_one_auth_failure(tmp_path, registry, monk
 
 def test_unknown_status_is_polled_at_its_cadence_and_logged_once(tmp_path, registry, caplog):
     value = f"teleporting-{uuid.uuid4().hex[:6]}"
-    with caplog.at_level(logging.WARNING, logger="outbound_call_exporter.scheduler"), scene(tmp_path, registry) as s:
-        s.victim.inject(Fault("unknown_status", value=value), times=None)
+    with caplog.at_level(logging.WARNING, logger="outbound_call_exporter.poller"), scene(tmp_path, registry) as s:
+        s.victim.inject(faults.unknown_status(value), times=None)
         s.register()
         calls = len(s.victim_calls)
         wait_until(lambda: s.calls_in("unknown") == calls, timeout=5, message="every call in state unknown")
@@ -221,7 +221,7 @@ def test_bystander_cadence_is_not_slowed_by_a_hanging_provider(tmp_path, registr
     """With every victim request hanging to the deadline, the bystander still polls at its
     cadence (its own poller, client and connection pool)."""
     with scene(tmp_path, registry) as s:
-        s.victim.inject(Fault("hang"), times=None)
+        s.victim.inject(faults.hang(), times=None)
         s.register(bystanders=0)
         never = [s.bystander.add_call(steps=[Step("queued", 0)]) for _ in range(4)]
         response = s.svc.client.post("/api/v1/calls", json=[

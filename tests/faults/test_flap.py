@@ -13,7 +13,7 @@ import random
 import time
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Fault
+from outbound_call_exporter.testing import faults
 
 from fault_harness import BYSTANDER, CADENCE, VICTIM, body, free_port, quick_steps, scene
 from conftest import wait_until
@@ -23,8 +23,8 @@ from conftest import wait_until
 FLAP_SECONDS = float(os.environ.pop("OCE_FLAP_SECONDS", "40"))
 SEED = int(os.environ.pop("OCE_FLAP_SEED", "5"))
 DOWN_KINDS = ("refused", "503", "hang", "reset", "502")
-FAULTS = {"503": Fault("status", status=503), "502": Fault("status", status=502), "hang": Fault("hang"),
-          "reset": Fault("reset")}
+FAULTS = {"503": faults.status(503), "502": faults.status(502), "hang": faults.hang(),
+          "reset": faults.reset()}
 OUTCOMES = (State.COMPLETED, State.BUSY, State.NO_ANSWER, State.FAILED)
 
 

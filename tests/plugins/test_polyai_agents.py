@@ -1,4 +1,5 @@
-"""polyai_agents, sans-I/O: requests and every documented response (polyai-agents-api-v1.openapi.md)."""
+"""polyai_agents, sans-I/O: requests and every documented response
+(docs/providers/reference/polyai-agents-api-v1.openapi.md)."""
 
 from __future__ import annotations
 

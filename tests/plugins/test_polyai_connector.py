@@ -1,4 +1,5 @@
-"""polyai_connector, sans-I/O: requests and every documented response (polyai-connector-outbound-call.md)."""
+"""polyai_connector, sans-I/O: requests and every documented response
+(docs/providers/reference/polyai-connector-outbound-call.md)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Fault, Step
+from outbound_call_exporter.testing import Step, faults
 from outbound_call_exporter_plugins.polyai.fakes import QUEUE_TIMEOUT, AgentsFake, ConnectorFake, PlatformFake, iso
 
 from conftest import account, make_config, running_service, wait_until
@@ -124,7 +124,7 @@ def test_documented_server_error_is_retried(provider, code, tmp_path, registry):
     fake_cls, _ = SPECS[provider]
     fake = fake_cls(speed=1.0)
     with fake.running(), start(fake, tmp_path, registry, provider) as svc:
-        fake.inject(Fault("status", status=code), times=2)
+        fake.inject(faults.status(code), times=2)
         call = fake.add_call(steps=[Step(fake.raw_status[State.QUEUED], 0), Step(fake.raw_status[State.COMPLETED], 0.3)])
         svc.client.post("/api/v1/calls", json={"account": "pa", "call_id": call.call_id})
         wait_until(lambda: svc.call("pa", call.call_id)["state"] == "completed", timeout=20, message="completed")

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from outbound_call_exporter import ErrorReason, PollError, State
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.polyai.agents import PolyAIAgents
 from outbound_call_exporter_plugins.polyai.connector import PolyAIConnector
 from outbound_call_exporter_plugins.polyai.fakes import QUEUE_TIMEOUT, AgentsFake, ConnectorFake, PlatformFake

@@ -1,4 +1,5 @@
-"""polyai_platform, sans-I/O: requests and every documented response (polyai-platform-outbound-calling.md)."""
+"""polyai_platform, sans-I/O: requests and every documented response
+(docs/providers/reference/polyai-platform-outbound-calling.md)."""
 
 from __future__ import annotations
 

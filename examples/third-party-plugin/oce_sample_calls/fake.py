@@ -1,4 +1,4 @@
-"""A fake of Twilio's Calls resource for tests and `outbound-call-exporter demo` (optional for a plugin)."""
+"""A fake of the Twilio-compatible Calls API for tests and `outbound-call-exporter demo` (optional for a plugin)."""
 
 import base64
 import uuid
@@ -8,21 +8,21 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeProvider
+from outbound_call_exporter.testing import FakeProvider
 
 
 def _rfc2822(ts):
     return format_datetime(datetime.fromtimestamp(ts, tz=timezone.utc).replace(microsecond=0))
 
 
-class TwilioExampleFake(FakeProvider):
-    provider = "twilio_example"
+class SampleCallsFake(FakeProvider):
+    provider = "sample_calls"
     raw_status = {State.QUEUED: "queued", State.DIALING: "ringing", State.IN_PROGRESS: "in-progress",
                   State.COMPLETED: "completed", State.BUSY: "busy", State.FAILED: "failed",
                   State.NO_ANSWER: "no-answer", State.CANCELLED: "canceled"}
 
     def default_credentials(self):
-        return {"account_sid": "AC" + "0" * 32, "auth_token": "fake-twilio-token"}
+        return {"account_sid": "AC" + "0" * 32, "auth_token": "fake-sample-token"}
 
     def routes(self):
         return [web.get("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", self._status)]
@@ -38,7 +38,7 @@ class TwilioExampleFake(FakeProvider):
 
     def not_found(self):
         return web.json_response({"code": 20404, "message": "The requested resource was not found",
-                                  "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404},
+                                  "more_info": "https://calls.example.com/docs/errors/20404", "status": 404},
                                  status=404)
 
     def add_call(self, call_id=None, *args, **kwargs):
