@@ -73,6 +73,8 @@ class Config(BaseSettings):
 
     listen_address: str = "0.0.0.0:9877"
     store_path: Path = Path("./data/calls.db")
+    #: a PostgreSQL URL (its password a secret): N replicas share the calls (store_path unused)
+    store_url: SecretStr | None = None
     max_watch_seconds: float = Field(21600.0, gt=0)
     histogram_buckets_seconds: list[float] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
     api_token: SecretStr | None = None

@@ -186,9 +186,16 @@ class Scopes:
     """The stored scopes and their watchers: loaded at start, added and deleted through the API."""
 
     def __init__(
-        self, store: CallStore, accounts: Mapping[str, ScopeAccount], register: Register, max_watched_batches: int
+        self,
+        store: CallStore,
+        accounts: Mapping[str, ScopeAccount],
+        register: Register,
+        max_watched_batches: int,
+        owns: Callable[[str, str], bool] = lambda account, scope_id: True,
     ) -> None:
         self.store = store
+        #: whether this process watches a scope (with N replicas: its partition is leased here)
+        self.owns = owns
         self.accounts = accounts
         self.max_watched_batches = max_watched_batches
         self.watchers: dict[str, ScopeWatcher] = {}
@@ -204,7 +211,17 @@ class Scopes:
         for row in await self.store.scopes():
             if row.origin == "config" and (row.account, _key(row.scope)) not in keep:
                 await self.store.delete_scope(row.id)
-            elif row.account in self.accounts:
+            elif row.account in self.accounts and self.owns(row.account, row.id):
+                self._watch(row)
+
+    async def reconcile(self) -> None:
+        """Watch exactly the stored scopes this process owns (added, deleted or handed over on
+        another replica since): each scope is refreshed by exactly one replica."""
+        rows = {row.id: row for row in await self.store.scopes()}
+        for id in [i for i, w in self.watchers.items() if i not in rows or not self.owns(w.row.account, i)]:
+            await self.watchers.pop(id).stop()
+        for id, row in rows.items():
+            if id not in self.watchers and row.account in self.accounts and self.owns(row.account, id):
                 self._watch(row)
 
     def _watch(self, row: ScopeRow) -> None:
@@ -225,9 +242,9 @@ class Scopes:
         if "batch_id" in scope and sum(1 for _ in self._open_batches()) >= self.max_watched_batches:
             raise RequestError(f"max_watched_batches ({self.max_watched_batches}) reached", 503)
         row = await self.store.add_scope(ScopeRow(_new_id(), account, scope, time.time(), "api"))
-        if row.id not in self.watchers:
+        if row.id not in self.watchers and self.owns(account, row.id):
             self._watch(row)
-        return self.watchers[row.id].row
+        return self.watchers[row.id].row if row.id in self.watchers else row
 
     async def delete(self, id: str) -> bool:
         watcher = self.watchers.pop(id, None)
@@ -235,8 +252,11 @@ class Scopes:
             await watcher.stop()
         return await self.store.delete_scope(id)
 
-    def records(self) -> list[dict[str, Any]]:
-        return [scope_record(w.row) for w in sorted(self.watchers.values(), key=lambda w: w.row.created_at)]
+    async def records(self) -> list[dict[str, Any]]:
+        """Every stored scope (watched here or on another replica), with this process's live
+        counters for the ones it watches."""
+        rows = [self.watchers[r.id].row if r.id in self.watchers else r for r in await self.store.scopes()]
+        return [scope_record(r) for r in sorted(rows, key=lambda r: r.created_at)]
 
     def batch_progress(self) -> Iterator[BatchJobs]:
         """The job counters of every watched, incomplete batch (the collector's gauge)."""

@@ -35,10 +35,14 @@ class RateLimiter:
     SLACK = 0.001
 
     def __init__(self, rate: float) -> None:
+        self._next = 0.0
+        self.set_rate(rate)
+
+    def set_rate(self, rate: float) -> None:
+        """A new rate from the next slot on (a replica's share of the account's limit changed)."""
         interval = 1.0 / rate
         self.slack = self.SLACK if interval < self.SLACK else 0.0
         self.interval = interval * (1.0 + self.slack)
-        self._next = 0.0
 
     async def wait(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -121,6 +125,9 @@ class Dispatcher:
             yield
         finally:
             self._slots.release()
+
+    def set_rate(self, rate: float) -> None:
+        self._limiter.set_rate(rate)
 
     def spawn(self, work: Awaitable[None]) -> None:
         """Run `work` as part of the account (awaited or cancelled by `stop`)."""

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ._version import __version__
+from .leases import PARTITIONS
 from .model import ACTIVE_STATES, FINAL_STATES, ErrorReason, FailureReason, State
 
 if TYPE_CHECKING:
@@ -107,7 +108,8 @@ class Metrics:
 
     def __init__(self, buckets: Sequence[float], accounts: Callable[[], Iterable[AccountView]],
                  clock: Callable[[], float], store_write_errors: Callable[[], int] = lambda: 0,
-                 batches: Callable[[], Iterable[BatchJobs]] = tuple) -> None:
+                 batches: Callable[[], Iterable[BatchJobs]] = tuple,
+                 partitions_owned: Callable[[], int] = lambda: PARTITIONS) -> None:
         self.registry = CollectorRegistry()
         labels = ["provider", "account"]
         r = self.registry
@@ -141,7 +143,7 @@ class Metrics:
                                   "exporter learned of them (api, scope, webhook).", labels + ["source"], registry=r)
         self.webhooks = Counter("outbound_call_webhooks", "Result webhooks received, by result (accepted, "
                                 "rejected, invalid_signature, unknown_call).", labels + ["result"], registry=r)
-        r.register(StateCollector(accounts, clock, store_write_errors, batches))
+        r.register(StateCollector(accounts, clock, store_write_errors, batches, partitions_owned))
 
     def _sip_failure(self, lv: tuple[str, str], code: str) -> Counter:
         return self.sip_failures.labels(*lv, code)
@@ -239,7 +241,9 @@ class StateCollector(Collector):
     """Scrape-time gauges computed from the in-memory per-account state."""
 
     def __init__(self, accounts: Callable[[], Iterable[AccountView]], clock: Callable[[], float],
-                 store_write_errors: Callable[[], int], batches: Callable[[], Iterable[BatchJobs]]) -> None:
+                 store_write_errors: Callable[[], int], batches: Callable[[], Iterable[BatchJobs]],
+                 partitions_owned: Callable[[], int] = lambda: PARTITIONS) -> None:
+        self._partitions_owned = partitions_owned
         self._accounts = accounts
         self._clock = clock
         self._store_write_errors = store_write_errors
@@ -272,6 +276,12 @@ class StateCollector(Collector):
         yield CounterMetricFamily("outbound_call_store_write_errors",
                                   "Failed writes of poll results to the store (kept in memory and retried).",
                                   value=self._store_write_errors())
+        yield GaugeMetricFamily("outbound_call_exporter_partitions_owned",
+                                "Call partitions this process polls (with N replicas: those it leases).",
+                                value=self._partitions_owned())
+        yield GaugeMetricFamily("outbound_call_exporter_partitions",
+                                "The fixed number of call partitions (every one should be owned by a replica).",
+                                value=PARTITIONS)
         info = GaugeMetricFamily("outbound_call_exporter_build_info", "Build information; always 1.",
                                  labels=["version", "python_version"])
         info.add_metric([__version__, platform.python_version()], 1.0)

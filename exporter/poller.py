@@ -67,6 +67,8 @@ class AccountPoller:
             self._poll,
         )
         self.events = AccountLog(self.name, self.provider_name, account.provider.base_url, self.up, wall_clock)
+        #: (partition, epoch) a write of this call's state is fenced on; None: no fence (SQLite)
+        self.fence: Callable[[str, str], tuple[int, int] | None] = lambda account, call_id: None
         self.history = FinishedHistory()  # finished calls per minute, for the landing page
 
     @property
@@ -107,6 +109,12 @@ class AccountPoller:
         return {
             c.provider_status for c in self.calls.values() if all(getattr(c.params, k, None) == v for k, v in items)
         }
+
+    def share_rate(self, share: float) -> None:
+        """Poll at `share` of the account's rate limit: the replicas' shares sum to at most 1
+        (they are their fractions of the leased partitions), so the provider never sees more."""
+        rate = self.account.config.max_requests_per_second or 1.0
+        self.dispatcher.set_rate(rate * max(share, 1 / 256))
 
     def start(self) -> None:
         self.dispatcher.start()
@@ -183,7 +191,7 @@ class AccountPoller:
         if not call.watching:
             return
         now = self.wall()
-        self.store.queue(Update(call.seq, {"last_polled_at": now}, polls=1, poll_errors=1))
+        self._write(call, Update(call.seq, {"last_polled_at": now}, polls=1, poll_errors=1))
         cadence = self.account.cadence[call.state]
         if exc.reason is ErrorReason.NOT_FOUND:
             grace = self.account.config.not_found_grace_seconds
@@ -215,8 +223,6 @@ class AccountPoller:
             _warn_unknown(self.provider_name, status.provider_status)
         previous = call.state
         outcome = apply_status(call, status, now, self.account.secrets, self.account.secret_fields)
-        if outcome.time_to_answer is not None:
-            self.metrics.time_to_answer.observe(outcome.time_to_answer)
         if outcome.finished:
             self._finish(call, outcome, now, polls=polls)
             return
@@ -224,7 +230,9 @@ class AccountPoller:
             self.counts[previous] -= 1
             self.counts[call.state] = self.counts.get(call.state, 0) + 1
         call.errors = 0
-        self.store.queue(Update(call.seq, outcome.fields, polls=polls, history=outcome.history))
+        answered = outcome.time_to_answer
+        self._write(call, Update(call.seq, outcome.fields, polls=polls, history=outcome.history),
+                    None if answered is None else partial(self.metrics.time_to_answer.observe, answered))
         self.dispatcher.schedule(call, self.account.cadence[call.state])
 
     def _finish(self, call: WatchedCall, outcome: Outcome, now: float, polls: int = 0) -> None:
@@ -232,12 +240,28 @@ class AccountPoller:
         self.counts[outcome.previous] -= 1
         del self.calls[call.call_id]
         call.watching = False
+        self._write(call, Update(call.seq, outcome.fields, polls=polls, history=outcome.history),
+                    partial(self._count_finished, outcome, now))
+
+    def _count_finished(self, outcome: Outcome, now: float) -> None:
+        if outcome.time_to_answer is not None:
+            self.metrics.time_to_answer.observe(outcome.time_to_answer)
         self.metrics.count_finished(outcome)
         assert outcome.finished is not None
         self.history.add(now, outcome.finished)
         if outcome.finished is State.EXPIRED:
             self.events.expired(str(outcome.fields.get("reason", "")))
-        self.store.queue(Update(call.seq, outcome.fields, polls=polls, history=outcome.history))
+
+    def _write(self, call: WatchedCall, update: Update, count: Callable[[], None] | None = None) -> None:
+        """Queue a state write; its metrics count at once, or, where writes are fenced, only
+        once the fence let the write through (so replicas' summed counters are exact)."""
+        update.fence = self.fence(self.name, call.call_id)
+        if update.fence is None:
+            if count is not None:
+                count()
+        else:
+            update.after = count
+        self.store.queue(update)
 
     def refreshed(self, listed: ListedCall, hold: float) -> bool:
         """A listing's news about a call we watch; its own poll is pushed back by `hold`."""
@@ -267,7 +291,7 @@ class AccountPoller:
                 provider.build_request(call.params), partial(provider.parse_response, call.params)
             )
         except PollError:
-            self.store.queue(Update(call.seq, {}, polls=1, poll_errors=1))
+            self._write(call, Update(call.seq, {}, polls=1, poll_errors=1))
             return  # counted; a call still watched keeps being polled anyway
         now = self.wall()
         if call.watching:
@@ -278,7 +302,8 @@ class AccountPoller:
             call.provider_status,
         )
         at = status.state_since or status.ended_at
-        self.store.queue(
+        self._write(
+            call,
             Update(
                 call.seq,
                 {"last_polled_at": now},

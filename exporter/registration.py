@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -20,7 +20,7 @@ from .lifecycle import WatchedCall
 from .model import ListedCall, State
 from .poller import AccountPoller
 from .provider import CallParams
-from .store import CallStore, NewCall, Registered
+from .store import CallStore, NewCall, Registered, StoredCall
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,14 @@ log = logging.getLogger(__name__)
 class Registrar:
     """Starts watching calls: stored first, then handed to their account's poller."""
 
-    def __init__(self, store: CallStore, pollers: Mapping[str, AccountPoller], max_watched_calls: int) -> None:
+    def __init__(self, store: CallStore, pollers: Mapping[str, AccountPoller], max_watched_calls: int,
+                 owns: Callable[[str, str], bool] = lambda account, call_id: True) -> None:
         self.store = store
         self.pollers = pollers
         self.max_watched_calls = max_watched_calls
+        #: whether this process polls the call (with N replicas: its partition is leased here;
+        #: else the store's inbox hands it to the partition's owner)
+        self.owns = owns
 
     def watched(self) -> int:
         return sum(len(p.calls) for p in self.pollers.values())
@@ -60,7 +64,8 @@ class Registrar:
         for (poller, params), res in zip(calls, results):
             started = res.started and params.call_id not in poller.calls
             if started:
-                poller.add(WatchedCall(res.seq, params, now, State(res.state)))
+                if self.owns(poller.name, params.call_id):
+                    poller.add(WatchedCall(res.seq, params, now, State(res.state)))
                 poller.metrics.registered.inc()
                 poller.metrics.discovered[source].inc()
             out.append((res, started))
@@ -80,42 +85,37 @@ class Registrar:
         except RequestError:
             log.warning("max_watched_calls reached: a discovered call of account %s is not watched", account)
             return False
-        if started:
+        if started:  # a call polled elsewhere: its owner learns the news at its first poll
             poller.refreshed(listed, hold=poller.account.cadence[State.QUEUED])
         return started
 
     async def resume(self) -> int:
         """Watch every stored, watched, non-terminal call again (not counted as registered)."""
-        count, orphans = 0, 0
+        count = 0
         async for chunk in self.store.iter_active():  # chunks: the rows never all sit in memory
-            for row in chunk:
-                poller = self.pollers.get(row.account)
-                if poller is None:
-                    orphans += 1
-                    continue
-                try:
-                    params = poller.account.provider.Params.model_validate({**row.params, "call_id": row.call_id})
-                except ValidationError:
-                    log.warning("account %s: stored call %s no longer validates; not resumed", row.account, row.seq)
-                    continue
-                poller.add(
-                    WatchedCall(
-                        row.seq,
-                        params,
-                        row.first_seen_at,
-                        State(row.state),
-                        row.provider_status,
-                        row.seen,
-                        row.created_at,
-                        row.answered_at,
-                        row.events_seen,
-                    )
-                )
-                count += 1
+            count += self.adopt(chunk)
+        return count
+
+    def adopt(self, rows: Iterable[StoredCall]) -> int:
+        """Watch stored calls again (a resume, a partition taken over), without counting them
+        as registered; their first polls are jittered over a cadence interval. How many."""
+        count, orphans = 0, 0
+        for row in rows:
+            poller = self.pollers.get(row.account)
+            if poller is None:
+                orphans += 1
+                continue
+            if row.call_id in poller.calls:
+                continue
+            try:
+                params = poller.account.provider.Params.model_validate({**row.params, "call_id": row.call_id})
+            except ValidationError:
+                log.warning("account %s: stored call %s no longer validates; not resumed", row.account, row.seq)
+                continue
+            poller.add(WatchedCall(row.seq, params, row.first_seen_at, State(row.state), row.provider_status,
+                                   row.seen, row.created_at, row.answered_at, row.events_seen))
+            count += 1
         if orphans:
-            log.warning(
-                "%d watched calls belong to accounts not in the config; they resume when the "
-                "account is configured again",
-                orphans,
-            )
+            log.warning("%d watched calls belong to accounts not in the config; they resume when the "
+                        "account is configured again", orphans)
         return count

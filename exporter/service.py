@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
+from .cluster import LeasedShare, SingleProcess
 from .config import Account, Config, format_validation_error, resolve_accounts
 from .discovery import Scopes
 from .errors import RequestError
@@ -50,14 +51,36 @@ class Service:
                  transport_factory: TransportFactory = default_transport, store: CallStore | None = None) -> None:
         self.config = config
         self.accounts = resolve_accounts(config, registry)
-        self.store: CallStore = store if store is not None else SQLiteStore(config.store_path)
         self.pollers: dict[str, AccountPoller] = {}
-        self.registrar = Registrar(self.store, self.pollers, config.max_watched_calls)
-        self.scopes = Scopes(self.store, self.pollers, self.registrar.watch_listed, config.max_watched_batches)
+        self.store: CallStore
+        self.ownership: SingleProcess | LeasedShare
+        if store is None and config.store_url is not None:
+            from .store.postgres import PostgresStore
+
+            pg = PostgresStore(config.store_url.get_secret_value())
+            self.store = pg
+            self.ownership = LeasedShare(pg, self.pollers, self._adopt, self._push, self._reconcile_scopes)
+        else:
+            self.store = store if store is not None else SQLiteStore(config.store_path)
+            self.ownership = SingleProcess()
+        self.registrar = Registrar(self.store, self.pollers, config.max_watched_calls, self.ownership.owns)
+        self.scopes = Scopes(self.store, self.pollers, self.registrar.watch_listed, config.max_watched_batches,
+                             self.ownership.owns)
         self.metrics = Metrics(config.histogram_buckets_seconds, self.pollers.values, time.time,
-                               lambda: self.store.write_errors, self.scopes.batch_progress)
+                               lambda: self.store.write_errors, self.scopes.batch_progress,
+                               self.ownership.partitions_owned)
         self._transport_factory = transport_factory
-        self.ready = False
+        self._started = False
+
+    @property
+    def ready(self) -> bool:
+        """Started, and (N replicas) holding its leases: not while the database is away."""
+        return self._started and self.ownership.healthy
+
+    @property
+    def where(self) -> str:
+        """The store, for log lines (never a database password)."""
+        return getattr(self.store, "where", str(self.config.store_path))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -67,20 +90,27 @@ class Service:
             self.pollers[account.name] = AccountPoller(
                 account, self.metrics.add_account(account.provider.name, account.name),
                 self._transport_factory(account, self.config), self.store, self.config.max_watch_seconds)
-        resumed = await self.registrar.resume()
+            self.pollers[account.name].fence = self.ownership.fence
+        if isinstance(self.ownership, SingleProcess):
+            resumed = await self.registrar.resume()
+        else:
+            await self.ownership.start()  # its first lease cycle loads the calls of its partitions
+            resumed = sum(len(p.calls) for p in self.pollers.values())
         for poller in self.pollers.values():
             poller.start()
         await self.scopes.load((a.name, scope) for a in self.accounts for scope in a.config.watch)
-        self.ready = True
-        log.info("store %s loaded: resumed %d watched calls across %d accounts",
-                 self.config.store_path, resumed, len(self.pollers))
+        self._started = True
+        log.info("store %s loaded: resumed %d watched calls across %d accounts (%d of 256 partitions)",
+                 self.where, resumed, len(self.pollers), self.ownership.partitions_owned())
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop polling (in-flight polls get `grace` seconds), then flush and close the store."""
-        self.ready = False
+        self._started = False
         await self.scopes.stop()
         for poller in self.pollers.values():
             await poller.stop(grace)
+        await self.store.flush()
+        await self.ownership.stop()  # hands every lease back at once
         await self.store.close()
 
     # -- registration ---------------------------------------------------------------------------
@@ -130,3 +160,35 @@ class Service:
             raise RequestError(f"account: unknown account {account[:64]!r}", 404)
         poller.remove(call_id)
         return await self.store.unwatch(account, call_id)
+
+    # -- scale-out: what the partition leases ask of the service ------------------------------
+
+    def _adopt(self, rows: Any) -> int:
+        return self.registrar.adopt(rows)
+
+    async def _reconcile_scopes(self) -> None:
+        if self._started:
+            await self.scopes.reconcile()
+
+    def _push(self, account: str, webhook: dict[str, Any]) -> bool:
+        """A webhook another replica received for a call polled here: parsed and applied."""
+        poller = self.pollers.get(account)
+        if poller is None:
+            return False
+        try:
+            return poller.pushed(poller.provider.parse_webhook(webhook))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.debug("account %s: a handed-over webhook no longer parses: %s", account, exc)
+            return False
+
+    async def webhook(self, poller: AccountPoller, listed: Any, webhook: dict[str, Any]) -> bool:
+        """Apply a result webhook here, or hand it to the replica that polls the call."""
+        if poller.pushed(listed):
+            return True
+        call_id = listed.params.get("call_id", "")
+        if isinstance(self.ownership, LeasedShare) and not self.ownership.owns(poller.name, call_id):
+            from .store.postgres import PostgresStore
+
+            assert isinstance(self.store, PostgresStore)
+            return await self.store.push(poller.name, call_id, webhook)
+        return False

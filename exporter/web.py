@@ -332,7 +332,7 @@ async def add_scope(request: web.Request) -> web.Response:
 
 async def list_scopes(request: web.Request) -> web.Response:
     _check_read_token(request)
-    return web.json_response({"scopes": _require_ready(request).scopes.records()})
+    return web.json_response({"scopes": await _require_ready(request).scopes.records()})
 
 
 async def delete_scope(request: web.Request) -> web.Response:
@@ -365,11 +365,12 @@ async def webhook(request: web.Request) -> web.Response:
         counted["invalid_signature"].inc()
         raise RequestError(f"webhook signature: {exc}", 401) from None
     try:
-        listed = provider.parse_webhook(await _webhook_body(request))
+        body = await _webhook_body(request)
+        listed = provider.parse_webhook(body)
     except (RequestError, PollError, ValueError, TypeError, KeyError) as exc:
         counted["rejected"].inc()
         message = str(exc) if isinstance(exc, RequestError) else f"not a {provider.name} result webhook: {exc}"
         raise RequestError(message, 400) from None
-    accepted = poller.pushed(listed)
+    accepted = await service.webhook(poller, listed, body)
     counted["accepted" if accepted else "unknown_call"].inc()
     return web.json_response({"result": "accepted" if accepted else "unknown_call"}, status=202)

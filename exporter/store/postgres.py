@@ -189,18 +189,23 @@ class PostgresStore:
         async def run(conn: asyncpg.Connection) -> None:
             row = await conn.fetchrow(pgsql.UNWATCH, account, call_id)
             if row is not None:
-                await self._to_inbox(conn, [(row["partition"], row["seq"], "unwatch", None)])
+                await self._to_inbox(conn, [(row["partition"], row["seq"], "unwatch",
+                                             {"account": account, "call_id": call_id})])
         await self.flush()
         await self._do("unwatch a call", run)
         return await self.get(account, call_id)
 
-    async def push(self, account: str, call_id: str, body: dict[str, Any]) -> None:
-        """A webhook for a call whose partition another replica owns: that owner applies it."""
-        async def run(conn: asyncpg.Connection) -> None:
-            seq = await conn.fetchval("SELECT seq FROM oce_calls WHERE account = $1 AND call_id = $2", account, call_id)
+    async def push(self, account: str, call_id: str, webhook: dict[str, Any]) -> bool:
+        """A webhook about a watched call whose partition another replica owns: that owner
+        applies it (it parses `webhook` again). False when no such call is watched."""
+        async def run(conn: asyncpg.Connection) -> bool:
+            seq = await conn.fetchval("SELECT seq FROM oce_calls WHERE account = $1 AND call_id = $2 AND watching",
+                                      account, call_id)
             if seq is not None:
+                body = {"account": account, "webhook": webhook}
                 await self._to_inbox(conn, [(partition_of(account, call_id), seq, "push", body)])
-        await self._do("hand a webhook to its partition's owner", run)
+            return seq is not None
+        return bool(await self._do("hand a webhook to its partition's owner", run))
 
     @staticmethod
     async def _to_inbox(conn: asyncpg.Connection, items: list[InboxItem]) -> None:
