@@ -90,7 +90,7 @@ class PartitionLeases:
     """This replica's share of the partitions, kept by a background cycle."""
 
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], listener: LeaseListener,
-                 ttl: float = 10.0, interval: float = 2.0, handover_step: int = 4) -> None:
+                 ttl: float = 10.0, interval: float = 2.0, handover_step: int = 16) -> None:
         if interval * 2 >= ttl:
             raise ValueError("lease interval must be under half the ttl")
         self.replica_id = uuid.uuid4()
