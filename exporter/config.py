@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .httpclient import HTTPClient, HTTPClientConfig, resolve_http_clients
 from .model import State
 from .plugins import Registry
 from .provider import CallParams, Provider, ProviderSettings
@@ -47,6 +48,8 @@ class AccountConfig(BaseModel):
     watch: list[dict[str, str]] = Field(default_factory=list)
     #: authenticates this account's result webhooks (X-Webhook-Token header or ?token=)
     webhook_token: SecretStr | None = None
+    #: overrides of the top-level http_client, key by key (proxies, TLS)
+    http_client: HTTPClientConfig | None = None
     #: raw until the plugin's model validates it (and marks its secrets): never in a repr
     settings: dict[str, Any] = Field(default_factory=dict, repr=False)
 
@@ -87,6 +90,8 @@ class Config(BaseSettings):
     #: batch scopes watched at once (each adds a `batch` label value to outbound_call_batch_jobs)
     max_watched_batches: int = Field(100, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: how provider requests reach the providers: proxies, TLS (design.md, "Provider HTTP client")
+    http_client: HTTPClientConfig = Field(default_factory=HTTPClientConfig)
 
     @field_validator("listen_address")
     @classmethod
@@ -134,6 +139,7 @@ class Account:
     defaults: Mapping[str, Any]
     secret_fields: frozenset[str]
     secrets: tuple[str, ...]
+    http_client: HTTPClient = field(default_factory=HTTPClient)
 
     @property
     def provider_name(self) -> str:
@@ -230,7 +236,8 @@ def resolve_secret_files(node: Any, where: str, path: tuple[str, ...]) -> Any:
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if isinstance(key, str) and key.endswith("_file") and isinstance(value, str):
+        # tls_config's ca_file/cert_file/key_file are paths the TLS library reads, not secrets to inline
+        if isinstance(key, str) and key.endswith("_file") and isinstance(value, str) and path[-1:] != ("tls_config",):
             target = key[: -len("_file")]
             field = ".".join(path + (target,))
             if node.get(target) is not None:
@@ -270,6 +277,7 @@ def _account_name(data: Any, index: Any) -> str | None:
 def resolve_accounts(config: Config, registry: Registry) -> list[Account]:
     """Instantiate each account's plugin with its validated settings."""
     accounts = []
+    clients = resolve_http_clients(config, [f"accounts[{i}] ({acc.name})" for i, acc in enumerate(config.accounts)])
     for i, acc in enumerate(config.accounts):
         label = f"accounts[{i}] ({acc.name})"
         cls = registry.providers.get(acc.provider)
@@ -294,7 +302,7 @@ def resolve_accounts(config: Config, registry: Registry) -> list[Account]:
             name=acc.name, provider=provider, config=acc, cadence=cadence,
             defaults=param_defaults(settings, cls.Params),
             secret_fields=frozenset(k for k, v in settings.__dict__.items() if isinstance(v, SecretStr)),
-            secrets=secret_values(settings),
+            secrets=secret_values(settings) + clients[i].secrets, http_client=clients[i],
         ))
     return accounts
 

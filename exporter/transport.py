@@ -1,34 +1,43 @@
 """The HTTP seam: the only place the host sends provider requests.
 
 Plugins build `httpx.Request`s and parse `httpx.Response`s; everything between (connection
-pool, overall deadline, response size cap, mapping network failures to error reasons) is here,
-behind the small `Transport` protocol, so the client can be swapped for speed without touching
-a plugin.
+pool, proxies, TLS, overall deadline, response size cap, mapping network failures to error
+reasons) is here, behind the small `Transport` protocol, so no plugin knows the client.
 
-`Http11Transport` is the default: it writes the plugin's `httpx.Request` (method, exact encoded
-target, headers, body) on a kept-alive connection of `http11.ConnectionPool` and hands back an
-`httpx.Response`. Measured per status request on 2 cores (bench/README.md): httpx's own async
-pool ~1.6 ms of CPU at 64 connections (it scans every connection for every request), aiohttp's
-client behind this seam ~125 µs, this ~60 µs.
+`AiohttpTransport` is the default: one `aiohttp.ClientSession` per account, the well-kept
+client that already serves our own API, configured by the account's `http_client`
+(`exporter/httpclient.py`). The project keeps no HTTP client of its own: proxies (CONNECT
+tunnels, absolute-form), private CAs and client certificates come with aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import ssl
+import time
 from typing import Any, Coroutine, Protocol, TypeVar
 
+import aiohttp
 import httpx
+from aiohttp.http_exceptions import ContentEncodingError
+from yarl import URL
 
-from . import http11
 from .errors import PollError
+from .httpclient import USER_AGENT, HTTPClient, Proxy
 from .model import ErrorReason
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 #: the body handed to the plugin is whole and decoded: these would describe it wrongly
 _DROP_RAW = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+#: aiohttp writes these itself from the URL and the body (and after a redirect, anew)
+_DROP_SENT = frozenset({b"host", b"content-length"})
+#: a repeated connection failure is logged again after this long (the counters count every one)
+LOG_EVERY_SECONDS = 60.0
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -56,61 +65,154 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Http11Transport:
-    """A keep-alive pool per account with an overall deadline and a body cap.
+class AiohttpTransport:
+    """An `aiohttp.ClientSession` per account with an overall deadline and a body cap.
 
-    No redirects, proxies or cookies; only the headers the plugin set (httpx adds Host); one
-    deadline for the whole exchange (connect, send, the whole body); the decoded body capped at
-    `max_bytes`; every failure a `PollError` with its reason.
+    A `TCPConnector` holds at most `max_connections` (kept alive 15 s idle; DNS answers cached
+    10 s). No cookies; redirects only with `follow_redirects`; on the wire only the plugin's
+    headers, Host, Content-Length and `User-Agent: outbound-call-exporter/<version>` (aiohttp's
+    own Accept and Accept-Encoding are suppressed). One deadline covers the whole exchange
+    (proxy, connect, TLS, send, the whole body); the decoded body is capped at `max_bytes`;
+    every failure is a `PollError` with its reason and a message that names hosts, never
+    credentials.
     """
 
     def __init__(self, max_connections: int, timeout: float, max_bytes: int,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 client: HTTPClient | None = None, name: str = "") -> None:
+        self.max_connections = max_connections
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self.pool = http11.ConnectionPool(max_connections, ssl_context)  # None: certifi's CAs
+        self.client = client or HTTPClient()
+        self.name = name
+        self._session: aiohttp.ClientSession | None = None
+        self._logged: dict[str, float] = {}
+        if self.client.insecure:
+            log.warning("account %s: http_client.tls_config.insecure_skip_verify is true: provider certificates "
+                        "and host names are NOT verified", name or "?")
+
+    def _open(self) -> aiohttp.ClientSession:
+        """Created on first use, inside the running loop (aiohttp requires it)."""
+        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, ttl_dns_cache=10,
+                                         keepalive_timeout=15, ssl=self.client.context())
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(), trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True, raise_for_status=False,
+            headers={"User-Agent": USER_AGENT}, skip_auto_headers=("Accept", "Accept-Encoding"))
+        return self._session
 
     async def send(self, request: httpx.Request) -> httpx.Response:
+        session = self._session or self._open()
         url = request.url
-        try:
-            key = _origin(url)
-            method = request.method.encode()
-            head = http11.request_head(method, url.raw_path, request.headers.raw, _content(request))
-        except http11.HTTPError as exc:
-            raise PollError(ErrorReason.CONNECTION_ERROR, f"{url.path}: {exc}") from None
+        where = url.path
+        proxy = self.client.proxy_for(url.scheme, url.host, url.port)
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                   if k.lower() not in _DROP_SENT]
         try:
             async with asyncio.timeout(self.timeout):
-                answer = await self.pool.request(method, key, head, self.max_bytes)
-            headers, encodings = [], []
-            for name, value in answer.headers:
-                lower = name.lower()
-                if lower in _DROP_RAW:  # the body handed over is whole and decoded
-                    if lower == b"content-encoding":
-                        encodings.append(value)
-                else:
-                    headers.append((name, value))
-            body = http11.decode_body(answer.body, encodings, self.max_bytes) if encodings else answer.body
+                async with session.request(
+                        request.method, URL(str(url), encoded=True), headers=headers, data=_content(request) or None,
+                        allow_redirects=self.client.follow_redirects, server_hostname=self.client.server_name,
+                        proxy=proxy.url if proxy else None,
+                        proxy_headers=proxy.connect_headers if proxy else None) as response:
+                    body = await self._read_capped(response, where)
+                    status, raw_headers, reason = response.status, response.raw_headers, response.reason
         except TimeoutError:
-            raise PollError(ErrorReason.TIMEOUT, f"{url.path}: no complete answer within {self.timeout:g}s") from None
-        except http11.BodyTooLarge:
-            raise PollError(ErrorReason.INVALID_RESPONSE,
-                            f"{url.path}: body larger than max_response_bytes ({self.max_bytes})") from None
-        except http11.BodyNotDecodable:
-            raise PollError(ErrorReason.INVALID_RESPONSE, f"{url.path}: body cannot be decoded") from None
-        except http11.HTTPError as exc:
-            raise PollError(ErrorReason.CONNECTION_ERROR, f"{url.path}: {exc}") from None
-        return httpx.Response(answer.status, headers=headers, content=body, request=request,
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason})
+            raise PollError(ErrorReason.TIMEOUT, f"{where}: no complete answer within {self.timeout:g}s") from None
+        except aiohttp.TooManyRedirects:
+            raise PollError(ErrorReason.INVALID_RESPONSE, f"{where}: too many redirects") from None
+        except aiohttp.ClientPayloadError as exc:
+            if _caused_by(exc, ContentEncodingError):
+                raise PollError(ErrorReason.INVALID_RESPONSE, f"{where}: body cannot be decoded") from None
+            raise self._connection_error(where, url, proxy, "connection lost during the answer") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._connection_error(where, url, proxy, _describe(exc)) from None
+        if proxy is not None and status == 407:  # http through a proxy: the proxy's answer, not the provider's
+            raise self._connection_error(where, url, proxy, "the proxy refused the request: 407")
+        headers_out = [(k, v) for k, v in raw_headers if k.lower() not in _DROP_RAW]
+        return httpx.Response(status, headers=headers_out, content=body, request=request,
+                              extensions={"http_version": b"HTTP/1.1",
+                                          "reason_phrase": (reason or "").encode("latin-1", "replace")})
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, where: str) -> bytes:
+        """The decoded body, or `invalid_response` as soon as it is known to be over the cap
+        (then the connection is closed: nothing more is read)."""
+        length = response.content_length
+        encoded = "Content-Encoding" in response.headers
+        if length is not None and not encoded:
+            if length > self.max_bytes:
+                response.close()
+                raise self._too_large(where)
+            return await response.read()  # the common case: a small body of known, checked size
+        chunks, size = [], 0
+        while chunk := await response.content.readany():
+            size += len(chunk)
+            if size > self.max_bytes:
+                response.close()
+                raise self._too_large(where)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, where: str) -> PollError:
+        return PollError(ErrorReason.INVALID_RESPONSE, f"{where}: body larger than max_response_bytes ({self.max_bytes})")
+
+    def _connection_error(self, where: str, url: httpx.URL, proxy: Proxy | None, what: str) -> PollError:
+        """One log line per distinct failure (again after `LOG_EVERY_SECONDS`), naming the
+        provider host and the proxy host; the request path (call ids) stays out of the log."""
+        origin = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        via = f" via proxy {proxy.host}" if proxy else ""
+        line = f"{origin}{via}: {what}"
+        now = time.monotonic()
+        if now - self._logged.get(line, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS and len(self._logged) < 256:
+            self._logged[line] = now
+            log.warning("account %s: cannot reach %s", self.name or "?", line)
+        return PollError(ErrorReason.CONNECTION_ERROR, f"{where}: {line}")
 
     async def aclose(self) -> None:
-        self.pool.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    scheme = url.scheme
-    if scheme not in ("http", "https"):
-        raise http11.HTTPError(f"unsupported URL scheme {scheme!r}")
-    return scheme, url.host, url.port or (443 if scheme == "https" else 80)
+def _describe(exc: BaseException) -> str:
+    """What went wrong, from the exception's parts (never its text: aiohttp's may hold URLs)."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy refused CONNECT: {exc.status} {exc.message}"[:160]
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        return f"TLS certificate not trusted: {getattr(cert, 'verify_message', None) or _ssl_reason(cert)}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup of {exc.host} failed"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"cannot connect to the proxy: {exc.strerror or type(exc.os_error).__name__}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS handshake failed: {_ssl_reason(exc.os_error)}"
+    tls = _caused_by(exc, ssl.SSLError)
+    if tls:
+        return f"TLS error: {_ssl_reason(tls)}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.strerror or type(exc.os_error).__name__}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection closed before a complete answer"
+    if isinstance(exc, aiohttp.ClientResponseError):  # aiohttp's parser refused the answer
+        return f"malformed HTTP answer ({exc.status})"
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return "unsupported URL"
+    return f"connection failed: {type(exc).__name__}"
+
+
+def _ssl_reason(exc: BaseException | None) -> str:
+    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _caused_by(exc: BaseException, kind: type[T]) -> T | None:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _content(request: httpx.Request) -> bytes:
