@@ -190,6 +190,8 @@ def _describe(exc: BaseException) -> str:
     if tls:
         return f"TLS error: {_ssl_reason(tls)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if exc.ssl and isinstance(exc.os_error, (ConnectionResetError, BrokenPipeError)):  # TCP was up: TLS refused
+            return "TLS handshake failed: the server reset the connection"
         return f"cannot connect: {exc.strerror or type(exc.os_error).__name__}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the connection closed before a complete answer"
