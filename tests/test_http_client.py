@@ -14,6 +14,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -266,3 +267,20 @@ def test_check_config_runs_as_a_program(tmp_path, certs):
     ok = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "check-config", "--config", str(path)],
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_the_readme_worked_example_is_a_valid_config(tmp_path, capsys, certs):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Networks: proxies, private CAs, client certificates"):]
+    example = section[section.index("```yaml\n") + len("```yaml\n"):]
+    example = example[:example.index("```")]
+    for path, real in (("/etc/ssl/private/corp-ca.pem", certs.ca_file), ("/etc/oce/trillet-client.crt", certs.client_cert),
+                       ("/etc/oce/trillet-client.key", certs.client_key)):
+        assert path in example
+        example = example.replace(path, str(real))
+    for name in ("telzino", "trillet"):
+        (tmp_path / name).write_text("secret\n")
+        example = example.replace(f"/run/secrets/{name}", str(tmp_path / name))
+    code, out = check_config(tmp_path, capsys, example)
+    assert code == 0, out
+    assert "telzino-main (telzino), trillet-eu (trillet)" in out
