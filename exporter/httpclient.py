@@ -140,7 +140,8 @@ class HTTPClient:
         except KeyError:
             pass
         proxy = self.proxies.get(scheme)
-        if proxy is not None and _bypassed(host, port, self.no_proxy, self.bypass_loopback):
+        if proxy is not None and _bypassed(host, port or (443 if scheme == "https" else 80), self.no_proxy,
+                                           self.bypass_loopback):
             proxy = None
         if len(self._chosen) < 1024:
             self._chosen[key] = proxy

@@ -165,7 +165,9 @@ class AiohttpTransport:
         via = f" via proxy {proxy.host}" if proxy else ""
         line = f"{origin}{via}: {what}"
         now = time.monotonic()
-        if now - self._logged.get(line, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS and len(self._logged) < 256:
+        if now - self._logged.get(line, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+            if len(self._logged) >= 256:  # lines differ by host and cause only; bounded all the same
+                self._logged.clear()
             self._logged[line] = now
             log.warning("account %s: cannot reach %s", self.name or "?", line)
         return PollError(ErrorReason.CONNECTION_ERROR, f"{where}: {line}")

@@ -188,3 +188,24 @@ def test_behind_an_authenticating_proxy_with_a_private_ca_by_environment_only(tm
 def _store_bytes(directory: Path) -> str:
     """The SQLite store's files (database, WAL), as text to search."""
     return "".join(path.read_bytes().decode("latin-1") for path in directory.glob("calls.db*"))
+
+
+@pytest.mark.parametrize("host, port, pattern, bypassed", [
+    ("api.example.com", 443, "example.com", True),           # the domain and its subdomains
+    ("example.com", 443, "example.com", True),
+    ("badexample.com", 443, "example.com", False),
+    ("example.com", 443, ".example.com", False),             # a leading dot: subdomains only
+    ("api.example.com", 443, "*.example.com", True),
+    ("api.example.com", 443, "api.example.com:443", True),   # with a port: that port only
+    ("api.example.com", 8443, "api.example.com:443", False),
+    ("10.1.2.3", 443, "10.0.0.0/8", True),                   # CIDR and plain IPs
+    ("10.1.2.3", 443, "10.1.2.4", False),
+    ("2001:db8::1", 443, "2001:db8::/32", True),
+    ("anything.example", 80, "*", True),
+    ("API.Example.COM", 443, "Example.com", True),           # names compare case-insensitively
+])
+def test_no_proxy_rules_are_gos(host, port, pattern, bypassed):
+    from outbound_call_exporter.httpclient import HTTPClientConfig, resolve
+    client = resolve(HTTPClientConfig(proxy_url="http://proxy.invalid:3128", no_proxy=f"other.invalid, {pattern}"), "t")
+    url_port = None if port == 443 else port  # an https URL without a port means 443
+    assert (client.proxy_for("https", host, url_port) is None) is bypassed
