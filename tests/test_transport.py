@@ -314,3 +314,30 @@ def test_connection_refused_and_header_injection_are_connection_errors():
         return
     assert refused.reason is injected.reason is ErrorReason.CONNECTION_ERROR
     assert "X-Evil" not in str(injected)
+
+
+def test_deadline_leaves_the_task_usable_and_outside_cancellation_alone():
+    """The deadline cancels only its own request: the same task goes on afterwards, and a
+    cancellation from outside (shutdown) stays a cancellation, not a timeout."""
+    async def script(reader, writer, n):
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async def main():
+        async with Server(script) as server:
+            t = AiohttpTransport(4, 0.3, 1024)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(PollError) as err:
+                await get(t, server.url + "/slow")
+            took = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(0.05)  # no cancellation left pending on this task
+            outside = asyncio.create_task(get(t, server.url + "/slow"))
+            await asyncio.sleep(0.1)
+            outside.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await outside
+            await t.aclose()
+            return err.value, took
+    error, took = run(main())
+    assert error.reason is ErrorReason.TIMEOUT
+    assert 0.3 <= took < 0.3 + 0.2, took  # at most a tick (a tenth of the deadline) late, plus slack
