@@ -1,4 +1,4 @@
-"""`http_client`: how provider requests reach the providers (design.md, "Provider HTTP client").
+"""`http_client`: how provider requests reach the providers (docs/design.md, "Provider HTTP client").
 
 The keys and their meanings are those of Prometheus' HTTP client config (prometheus/common
 `HTTPClientConfig`), so an operator who configured json_exporter or blackbox_exporter behind

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from outbound_call_exporter import ErrorReason, PollError, State
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 
 from conftest import account, make_config, running_service, wait_until
 from forward_proxy import ForwardProxy
