@@ -318,10 +318,27 @@ def start_profile(exporter: Exporter, work: Path, window: float) -> subprocess.P
                             stderr=subprocess.DEVNULL)
 
 
-def finish_profile(profiler: subprocess.Popen, work: Path, top: int = 15) -> list[tuple[float, str]]:
-    """Self time per function of the event loop's thread, as shares of its samples."""
+#: where a sample of the event loop's thread goes, first matching rule wins (frames joined by ";")
+STAGES = [
+    ("our /metrics and REST server (aiohttp.web)", lambda st: "(aiohttp/web" in st),
+    ("socket writes (the send system call, in aiohttp's writer)", lambda st: "StreamWriter._write" in st),
+    ("building the httpx.Response handed to the plugin", lambda st: "AiohttpTransport.send" in st and "(httpx/" in st),
+    ("aiohttp's client: request, pool, response parsing, its tasks", lambda st: "(aiohttp/" in st),
+    ("plugin builds the httpx.Request (httpx URL parsing included)", lambda st: "build_request" in st),
+    ("plugin parses the answer", lambda st: "parse_response" in st),
+    ("transport glue (exporter/transport.py: headers, URL, deadline, cap)", lambda st: "AiohttpTransport" in st),
+    ("event loop, native (uvloop: epoll, socket reads, timers)", lambda st: st.endswith("Runner.run (asyncio/runners.py)")),
+    ("scheduler, state machine, metrics, store queue", lambda st: "AccountPoller" in st or "(plugins/" in st),
+]
+
+
+def finish_profile(profiler: subprocess.Popen, work: Path, top: int = 15
+                   ) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
+    """Self time per function of the event loop's thread, and its samples by stage (STAGES),
+    both as shares of its samples."""
     profiler.wait(120)
     own: dict[str, int] = {}
+    stages: dict[str, int] = {}
     total = 0
     with contextlib.suppress(OSError):
         for line in (work / "profile.txt").read_text().splitlines():
@@ -333,8 +350,14 @@ def finish_profile(profiler: subprocess.Popen, work: Path, top: int = 15) -> lis
             name = re.sub(r"\s*\((.*?):\d+\)", r" (\1)", leaf)
             name = re.sub(r"\(/.*?site-packages/", "(", name)
             own[name] = own.get(name, 0) + int(count)
+            joined = re.sub(r"\(/.*?site-packages/", "(", re.sub(r":\d+\)", ")", stack))
+            stage = next((label for label, match in STAGES if match(joined)), "other (Python runtime, GC, logging)")
+            stages[stage] = stages.get(stage, 0) + int(count)
             total += int(count)
-    return [(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]] if total else []
+    if not total:
+        return [], []
+    return ([(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]],
+            [(n / total, name) for name, n in sorted(stages.items(), key=lambda kv: -kv[1])])
 
 
 def scrape_ms(port: int, n: int) -> float:
@@ -482,7 +505,7 @@ def main() -> int:
                 profiler = start_profile(exp, work, window) if args.profile and n == 10_000 else None
                 rows["polls"][n] = measure_polls(exp, 3.0, window)
                 if profiler is not None:
-                    rows["profile"] = finish_profile(profiler, work)
+                    rows["profile"], rows["stages"] = finish_profile(profiler, work)
                 log(f"  {rows['polls'][n]['rate']:,.0f}/s")
                 if n == big:
                     rows["rss_per_call"] = (rss_bytes(exp.proc.pid) - rss0) / n
@@ -557,6 +580,10 @@ def report(r: dict[str, Any], sizes: list[int], conns: int, window: float, use_u
     ]
     out += ["", "| figure | result | target | |", "|---|--:|---|---|"]
     out += [f"| {a} | {b} | {c} | {ok(d) if c != '–' else ''} |" for a, b, c, d in rows]
+    if r.get("stages"):
+        out += ["", "Where the event loop's thread spends its time, 10,000 calls at 0.1 s (py-spy samples by stage):",
+                "", "| share | stage |", "|--:|---|"]
+        out += [f"| {share:.1%} | {name} |" for share, name in r["stages"]]
     if r.get("profile"):
         out += ["", "Hot spots of the event loop's thread, 10,000 calls at 0.1 s (py-spy, self time):", "",
                 "| share | function (file) |", "|--:|---|"]

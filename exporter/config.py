@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .config_errors import config_error, field_path, format_validation_error, reason, validation_error
 from .config_sources import Environment, LoadContext, YamlFile
+from .errors import ConfigError
+from .httpclient import HTTPClient, HTTPClientConfig, resolve_http_clients
 from .model import State
 from .plugins import Registry
 from .privacy import Privacy
@@ -52,6 +54,8 @@ class AccountConfig(BaseModel):
     watch: list[dict[str, str]] = Field(default_factory=list)
     #: authenticates this account's result webhooks (X-Webhook-Token header or ?token=)
     webhook_token: SecretStr | None = None
+    #: overrides of the top-level http_client, key by key (proxies, TLS)
+    http_client: HTTPClientConfig | None = None
     #: raw until the plugin's model validates it (and marks its secrets): never in a repr
     settings: dict[str, Any] = Field(default_factory=dict, repr=False)
 
@@ -93,6 +97,8 @@ class Config(BaseSettings):
     privacy: Privacy = Field(default_factory=Privacy)
     #: accept POST/DELETE without api_token on a non-loopback listen_address (warned at start-up)
     allow_unauthenticated_writes: bool = False
+    #: how provider requests reach the providers: proxies, TLS (docs/design.md, "Provider HTTP client")
+    http_client: HTTPClientConfig = Field(default_factory=HTTPClientConfig)
 
     @field_validator("listen_address")
     @classmethod
@@ -153,6 +159,7 @@ class Account:
     secret_fields: frozenset[str]
     secrets: tuple[str, ...]
     privacy: Privacy = Privacy()
+    http_client: HTTPClient = field(default_factory=HTTPClient)
 
     @property
     def provider_name(self) -> str:
@@ -192,10 +199,15 @@ _KNOWN_KEYS = frozenset(Config.model_fields) | frozenset(AccountConfig.model_fie
 
 def resolve_accounts(config: Config, registry: Registry) -> list[Account]:
     """Instantiate each account's plugin with its validated settings."""
-    return [_resolve_account(config, i, acc, registry) for i, acc in enumerate(config.accounts)]
+    names = {"accounts": [{"name": a.name} for a in config.accounts]}
+    try:  # http_client: inherited key by key, files and TLS versions checked now
+        clients = resolve_http_clients(config, [field_path(("accounts", i), names) for i in range(len(config.accounts))])
+    except ConfigError as exc:
+        raise ConfigError(f"{config._load.where}: {exc}") from None
+    return [_resolve_account(config, i, acc, registry, clients[i]) for i, acc in enumerate(config.accounts)]
 
 
-def _resolve_account(config: Config, i: int, acc: AccountConfig, registry: Registry) -> Account:
+def _resolve_account(config: Config, i: int, acc: AccountConfig, registry: Registry, client: HTTPClient) -> Account:
     load, names = config._load, {"accounts": [{"name": a.name} for a in config.accounts]}
     label = field_path(("accounts", i), names)
     cls = registry.providers.get(acc.provider)
@@ -221,7 +233,7 @@ def _resolve_account(config: Config, i: int, acc: AccountConfig, registry: Regis
         name=acc.name, provider=cls(settings, acc.base_url), config=acc, cadence=cadence,
         defaults=param_defaults(settings, cls.Params),
         secret_fields=frozenset(k for k, v in settings.__dict__.items() if isinstance(v, SecretStr)),
-        secrets=secret_values(settings), privacy=config.privacy,
+        secrets=secret_values(settings) + client.secrets, privacy=config.privacy, http_client=client,
     )
 
 

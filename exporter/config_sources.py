@@ -150,7 +150,9 @@ def _resolve(node: Any, path: tuple[str, ...], root: Any, context: LoadContext) 
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if not (isinstance(key, str) and key.endswith(SECRET_SUFFIX) and isinstance(value, str)):
+        # tls_config's ca_file/cert_file/key_file are paths the TLS library reads, not secrets to inline
+        inline = isinstance(key, str) and key.endswith(SECRET_SUFFIX) and path[-1:] != ("tls_config",)
+        if not (inline and isinstance(value, str)):
             out[key] = _resolve(value, path + (str(key),), root, context)
             continue
         target = key[: -len(SECRET_SUFFIX)]

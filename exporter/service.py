@@ -26,7 +26,7 @@ from .poller import AccountPoller
 from .provider import CallParams
 from .registration import Registrar
 from .store import CallRecord, CallStore, SQLiteStore
-from .transport import Http11Transport, Transport
+from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ REGISTRATION_KEYS = frozenset({"account", "call_id", "params"})
 
 
 def default_transport(account: Account, config: Config) -> Transport:
-    return Http11Transport(account.config.max_concurrency, config.request_timeout_seconds,
-                           config.max_response_bytes)
+    return AiohttpTransport(account.config.max_concurrency, config.request_timeout_seconds,
+                            config.max_response_bytes, account.http_client, account.name)
 
 
 @dataclass

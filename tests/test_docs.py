@@ -18,7 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 import outbound_call_exporter
-from outbound_call_exporter import State, hookspecs
+from outbound_call_exporter import PollError, State, hookspecs
 from outbound_call_exporter.api_models import CallRecord
 from outbound_call_exporter.plugins import build_registry, make_plugin_manager
 
@@ -87,7 +87,7 @@ def test_readme_plugin_example_builds_requests_and_parses_responses(acme):
     done = provider.parse_response(call, httpx.Response(200, json={"status": "done", "ended_at": 1_700_000_000},
                                                         request=request))
     assert done.state is State.COMPLETED and done.ended_at.timestamp() == 1_700_000_000
-    with pytest.raises(ValueError, match="status is missing"):
+    with pytest.raises(PollError, match="`status` is missing"):  # the host's check, not the plugin's
         provider.parse_response(call, httpx.Response(200, json={"state": "done"}, request=request))
     with pytest.raises(ValidationError, match="sent as an HTTP header"):
         acme.AcmeSettings(api_key="key with spaces\n")

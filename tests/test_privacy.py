@@ -30,7 +30,7 @@ import yaml
 
 from outbound_call_exporter import CallStatus, State
 from outbound_call_exporter.config import Config, param_defaults
-from outbound_call_exporter.fakes import FakeProvider, Step
+from outbound_call_exporter.testing import FakeProvider, Step
 from outbound_call_exporter.plugins import Registry
 from outbound_call_exporter.privacy import MASK, OMITTED, Privacy, country_code, is_loopback, mask_number
 from outbound_call_exporter.store import NewCall, SQLiteStore as Store, Update

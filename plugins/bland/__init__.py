@@ -7,14 +7,14 @@ Status mapping (`queue_status`, every documented value, refined by `completed`, 
 |---|---|
 | new, queued, allocated | queued (Bland reports no ringing state) |
 | started | in_progress |
-| complete (the docs' example also says `completed`), complete_error | completed, unless `status` / `answered_by` say busy, no-answer or canceled |
+| complete (the docs' example: `completed`), complete_error | completed, unless `status`/`answered_by` disagree |
 | pre_queue_error, queue_error, call_error | failed, unless `status` says busy or no-answer |
 
 `completed: true` ends the call whatever `queue_status` says (the docs: "if it differs from
 `queue_status`, this will be the most up-to-date status"). `complete_error` is a post-call
-failure (e.g. the webhook), so the call itself completed. `answered_by: "no-answer"` is a
-no-answer. When a body has no `queue_status`, its `status` (completed, failed, busy, no-answer,
-canceled) is the raw status.
+failure (e.g. the webhook), so the call itself completed. `status` busy, no-answer or canceled
+and `answered_by: "no-answer"` refine a finished call. When a body has no `queue_status`, its
+`status` (completed, failed, busy, no-answer, canceled) is the raw status.
 
 Times: `created_at` and `started_at` ("the time the call was connected": the answer time) are
 ISO 8601. `end_at` is NOT the end (it is the `max_duration` cutoff); the end is `started_at`
@@ -28,14 +28,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 from pydantic import Field, SecretStr
 
-from outbound_call_exporter import (CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall, Provider,
-                                    ProviderSettings, State, Uuid, WebhookSignatureError, classify_failure, hookimpl,
-                                    parse_timestamp)
+from outbound_call_exporter import (
+    CallParams,
+    CallStatus,
+    FailureReason,
+    HeaderSecret,
+    ListedCall,
+    Provider,
+    ProviderSettings,
+    State,
+    Uuid,
+    WebhookSignatureError,
+    classify_failure,
+    hookimpl,
+    parse_timestamp,
+)
 
 STATUS_MAP = {
     # queue_status
@@ -56,43 +68,53 @@ STATUS_MAP = {
     "canceled": State.CANCELLED,
 }
 #: `status` values that refine a finished call
-OUTCOMES = {"busy": (State.BUSY, FailureReason.BUSY), "no-answer": (State.NO_ANSWER, FailureReason.NO_ANSWER),
-            "canceled": (State.CANCELLED, FailureReason.CANCELLED)}
+OUTCOMES = {
+    "busy": (State.BUSY, FailureReason.BUSY),
+    "no-answer": (State.NO_ANSWER, FailureReason.NO_ANSWER),
+    "canceled": (State.CANCELLED, FailureReason.CANCELLED),
+}
 EXTRAS = ("status", "answered_by", "call_ended_by", "error_message", "batch_id")
 
 
 class BlandSettings(ProviderSettings):
     api_key: HeaderSecret = Field(description="Bland API key, sent raw in the authorization header")
     #: the webhook signing secret (Bland dashboard, Account Settings → Keys); unset: no check
-    webhook_secret: SecretStr | None = Field(None, description="webhook signing secret: verifies X-Webhook-Signature (unset: no check)")
+    webhook_secret: SecretStr | None = Field(
+        None, description="webhook signing secret: verifies X-Webhook-Signature (unset: no check)"
+    )
 
 
 class BlandParams(CallParams):
     call_id: Uuid = Field(description="the call_id (UUID) Bland returned when the call was created")
 
 
-class Bland(Provider):
+class Bland(Provider[BlandSettings, BlandParams]):
     name = "bland"
     description = "Bland AI calls API (raw API key in `authorization`); answered_by refines completed"
     default_base_url = "https://api.bland.ai"
     Settings = BlandSettings
     Params = BlandParams
+    status_key = "queue_status"
     status_map = STATUS_MAP
     cadence = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 10.0}
     #: Bland publishes call caps per plan, no read-request limit: a polite 5/s
     default_max_requests_per_second = 5.0
 
-    settings: BlandSettings
+    def build_request(self, call: BlandParams) -> httpx.Request:
+        return httpx.Request(
+            "GET",
+            self.url("v1", "calls", call.call_id),
+            headers={"authorization": self.settings.api_key.get_secret_value(), "Accept": "application/json"},
+        )
 
-    def build_request(self, call: BlandParams) -> httpx.Request:  # type: ignore[override]
-        return httpx.Request("GET", self.url("v1", "calls", call.call_id),
-                             headers={"authorization": self.settings.api_key.get_secret_value(),
-                                      "Accept": "application/json"})
+    def call_status(self, body: dict[str, Any]) -> CallStatus:
+        """A body without `queue_status` (some webhooks) has its `status` as the raw status."""
+        if "queue_status" not in body:
+            body = {**body, "queue_status": body.get("status")}
+        return super().call_status(body)
 
-    def parse_body(self, call: BlandParams | None, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = body.get("queue_status") if "queue_status" in body else body.get("status")
-        if not isinstance(raw, str):
-            raise ValueError("queue_status (or status) is missing or not a string")
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["queue_status"]
         error = body.get("error_message") if isinstance(body.get("error_message"), str) else None
         state, failure = self.refine(raw, body, error)
         created, started = parse_timestamp(body.get("created_at")), parse_timestamp(body.get("started_at"))
@@ -132,7 +154,7 @@ class Bland(Provider):
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         if not isinstance(body.get("call_id"), str):
             raise ValueError("a Bland post-call webhook carries the call's `call_id` and `queue_status` or `status`")
-        return ListedCall({"call_id": body["call_id"]}, self.parse_body(None, body))
+        return ListedCall({"call_id": body["call_id"]}, self.call_status(body))
 
     def verify_webhook(self, request: httpx.Request) -> None:
         if self.settings.webhook_secret is None:
@@ -162,12 +184,12 @@ def talk_seconds(body: dict[str, Any]) -> float | None:
 
 
 @hookimpl
-def register_providers(register):
+def register_providers(register: Callable[[type], None]) -> None:
     register(Bland)
 
 
 @hookimpl
-def register_fakes(register):
+def register_fakes(register: Callable[[type], None]) -> None:
     from .fake import BlandFake
 
     register(BlandFake)

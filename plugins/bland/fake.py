@@ -19,10 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider
+from outbound_call_exporter.testing import FakeCall, FakeProvider
 
 #: `status` and `answered_by` of a call ending in each outcome
-OUTCOME_FIELDS = {
+OUTCOME_FIELDS: dict[State, dict[str, str | None]] = {
     State.COMPLETED: {"status": "completed", "answered_by": "human"},
     State.BUSY: {"status": "busy", "answered_by": None},
     State.NO_ANSWER: {"status": "no-answer", "answered_by": "no-answer"},
@@ -43,9 +43,15 @@ def _error(status: int, message: str) -> web.Response:
 class BlandFake(FakeProvider):
     provider = "bland"
     status_field = "queue_status"
-    raw_status = {State.QUEUED: "queued", State.IN_PROGRESS: "started", State.COMPLETED: "complete",
-                  State.BUSY: "complete", State.NO_ANSWER: "complete", State.CANCELLED: "complete",
-                  State.FAILED: "call_error"}
+    raw_status = {
+        State.QUEUED: "queued",
+        State.IN_PROGRESS: "started",
+        State.COMPLETED: "complete",
+        State.BUSY: "complete",
+        State.NO_ANSWER: "complete",
+        State.CANCELLED: "complete",
+        State.FAILED: "call_error",
+    }
     pre_dial = ("allocated",)
 
     def default_credentials(self) -> dict[str, str]:
@@ -80,13 +86,25 @@ class BlandFake(FakeProvider):
     def render(self, call: FakeCall, index: int, now: float) -> dict[str, Any]:
         status = call.steps[index].status
         terminal = index == len(call.steps) - 1 and status in ("complete", "call_error", "complete_error")
-        started = next((call.created + s.after / self.speed for s in call.steps[: index + 1]
-                        if s.status == "started"), None)
+        started = next(
+            (call.created + s.after / self.speed for s in call.steps[: index + 1] if s.status == "started"), None
+        )
         record: dict[str, Any] = {
-            "call_id": call.call_id, "c_id": call.call_id, "to": "+12223334444", "from": "+17163511654",
-            "inbound": False, "batch_id": None, "created_at": _iso(call.created), "queue_status": status,
-            "completed": terminal, "endpoint_url": "api.prod.bland.ai", "max_duration": MAX_DURATION_MINUTES,
-            "error_message": None, "answered_by": None, "metadata": {}, "request_data": {"wait": False},
+            "call_id": call.call_id,
+            "c_id": call.call_id,
+            "to": "+12223334444",
+            "from": "+17163511654",
+            "inbound": False,
+            "batch_id": None,
+            "created_at": _iso(call.created),
+            "queue_status": status,
+            "completed": terminal,
+            "endpoint_url": "api.prod.bland.ai",
+            "max_duration": MAX_DURATION_MINUTES,
+            "error_message": None,
+            "answered_by": None,
+            "metadata": {},
+            "request_data": {"wait": False},
             "started_at": _iso(started),
             # the max-duration cutoff, not the end (the plugin must not read it as the end)
             "end_at": _iso(started + MAX_DURATION_MINUTES * 60) if started is not None else None,
@@ -95,7 +113,11 @@ class BlandFake(FakeProvider):
             record.update(OUTCOME_FIELDS[call.outcome or State.COMPLETED])
             if started is not None:
                 seconds = call.ended_at(self.speed) - started
-                record.update(call_length=round(seconds / 60, 4), corrected_duration=str(round(seconds)),
-                              call_ended_by="USER", concatenated_transcript="user: Hello? \n assistant: Hi there!")
+                record.update(
+                    call_length=round(seconds / 60, 4),
+                    corrected_duration=str(round(seconds)),
+                    call_ended_by="USER",
+                    concatenated_transcript="user: Hello? \n assistant: Hi there!",
+                )
             record.update(call.fields)
         return record

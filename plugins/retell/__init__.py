@@ -7,7 +7,7 @@ Status mapping (`call_status`, every documented value; docs/providers/retell.md)
 | registered | queued (call id issued, dialling not yet reported: Retell has no ringing state) |
 | ongoing | in_progress |
 | ended | completed, or failed when `disconnection_reason` is one of Retell's error reasons |
-| not_connected | by `disconnection_reason`: dial_busy → busy, dial_no_answer → no_answer, user_declined → busy (rejected), anything else → failed |
+| not_connected | dial_busy → busy, dial_no_answer → no_answer, user_declined → busy (rejected), else failed |
 | error | failed |
 
 Times are epoch milliseconds: `start_timestamp` (the call's begin, used as its creation time),
@@ -19,13 +19,25 @@ call object and are verified with `x-retell-signature` (HMAC-SHA256 keyed with t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import httpx
 from pydantic import Field
 
-from outbound_call_exporter import (CallPage, CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall,
-                                    PathSegment, Provider, ProviderSettings, State, hookimpl, parse_timestamp)
+from outbound_call_exporter import (
+    CallPage,
+    CallParams,
+    CallStatus,
+    FailureReason,
+    HeaderSecret,
+    ListedCall,
+    PathSegment,
+    Provider,
+    ProviderSettings,
+    State,
+    hookimpl,
+    parse_timestamp,
+)
 
 from .signature import verify_signature
 
@@ -48,8 +60,15 @@ NOT_CONNECTED: dict[str, tuple[State, FailureReason]] = {
     "concurrency_limit_reached": (State.FAILED, FailureReason.QUEUE_TIMEOUT),
 }
 #: reasons that mean the call failed even when its status says `ended`
-ERROR_REASONS = frozenset({"concurrency_limit_reached", "no_concurrency_fallback", "no_valid_payment",
-                           "scam_detected", "registered_call_timeout"})
+ERROR_REASONS = frozenset(
+    {
+        "concurrency_limit_reached",
+        "no_concurrency_fallback",
+        "no_valid_payment",
+        "scam_detected",
+        "registered_call_timeout",
+    }
+)
 #: record fields kept in `extras` (transcripts, recordings and numbers stay at Retell)
 EXTRAS = ("agent_id", "call_type", "direction", "disconnection_reason", "batch_call_id")
 #: calls per list page (Retell's `limit`): an ended call carries its transcripts (tens of KB), so a
@@ -58,7 +77,9 @@ PAGE_SIZE = 10
 
 
 class RetellSettings(ProviderSettings):
-    api_key: HeaderSecret = Field(description="Retell API key, sent as Authorization: Bearer; also verifies x-retell-signature")
+    api_key: HeaderSecret = Field(
+        description="Retell API key, sent as Authorization: Bearer; also verifies x-retell-signature"
+    )
 
 
 class RetellParams(CallParams):
@@ -67,29 +88,26 @@ class RetellParams(CallParams):
     agent_id: PathSegment | None = Field(None, description="the agent that placed the call: ties it to an agent scope")
 
 
-class Retell(Provider):
+class Retell(Provider[RetellSettings, RetellParams]):
     name = "retell"
     description = "Retell AI calls API (Bearer API key); disconnection_reason refines not_connected"
     default_base_url = "https://api.retellai.com"
     Settings = RetellSettings
     Params = RetellParams
+    status_key = "call_status"
     status_map = STATUS_MAP
     cadence = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 10.0}
     #: Retell publishes no request limit for its read endpoints: a polite 5/s
     default_max_requests_per_second = 5.0
 
-    settings: RetellSettings
-
-    def build_request(self, call: RetellParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: RetellParams) -> httpx.Request:
         return httpx.Request("GET", self.url("v2", "get-call", call.call_id), headers=self._headers())
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key.get_secret_value()}", "Accept": "application/json"}
 
-    def parse_body(self, call: RetellParams | None, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = body.get("call_status")
-        if not isinstance(raw, str):
-            raise ValueError("call_status is missing or not a string")
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["call_status"]
         reason = body.get("disconnection_reason") if isinstance(body.get("disconnection_reason"), str) else None
         state, failure = refine(self.normalize(raw), raw, reason)
         started, ended = parse_timestamp(_ms(body, "start_timestamp")), parse_timestamp(_ms(body, "end_timestamp"))
@@ -112,8 +130,9 @@ class Retell(Provider):
     #: `registered` is not a value the list filter accepts, so only `ongoing` calls refresh in bulk
     list_status_filters = ("ongoing",)
 
-    def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None,  # type: ignore[override]
-                           cursor: str | None = None) -> httpx.Request:
+    def build_list_request(
+        self, scope: Mapping[str, str], page: int, status: str | None, cursor: str | None = None
+    ) -> httpx.Request:
         """The agent's calls newest first; pages after the first continue from `pagination_key`."""
         criteria: dict[str, Any] = {"agent": [{"agent_id": scope["agent_id"]}]}
         if status is not None:
@@ -123,30 +142,38 @@ class Retell(Provider):
             body["pagination_key"] = cursor
         return httpx.Request("POST", self.url("v3", "list-calls"), json=body, headers=self._headers())
 
-    def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:  # type: ignore[override]
+    def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
         self.raise_for_status(response)
         body = self.json_object(response)
         items = body.get("items")
-        if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("call_id"), str)
-                                                  for i in items):
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("call_id"), str) for i in items
+        ):
             raise ValueError("a list-calls response has `items`, calls with a `call_id`")
-        calls = tuple(ListedCall({"call_id": i["call_id"], "agent_id": scope["agent_id"]}, self.parse_body(None, i))
-                      for i in items)
+        calls = tuple(
+            ListedCall({"call_id": i["call_id"], "agent_id": scope["agent_id"]}, self.call_status(i)) for i in items
+        )
         key = body.get("pagination_key")
         more = body.get("has_more") is True and bool(items) and isinstance(key, str) and bool(key)
         return CallPage(calls, has_next=more, next_cursor=key if more else None)
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         event, call = body.get("event"), body.get("call")
-        if event not in ("call_started", "call_ended", "call_analyzed") or not isinstance(call, dict) \
-                or not isinstance(call.get("call_id"), str):
-            raise ValueError("a Retell webhook is {\"event\": \"call_started\" | \"call_ended\" | \"call_analyzed\", "
-                             "\"call\": {\"call_id\": ..., ...}}")
-        return ListedCall({"call_id": call["call_id"]}, self.parse_body(None, call))
+        if (
+            event not in ("call_started", "call_ended", "call_analyzed")
+            or not isinstance(call, dict)
+            or not isinstance(call.get("call_id"), str)
+        ):
+            raise ValueError(
+                'a Retell webhook is {"event": "call_started" | "call_ended" | "call_analyzed", '
+                '"call": {"call_id": ..., ...}}'
+            )
+        return ListedCall({"call_id": call["call_id"]}, self.call_status(call))
 
     def verify_webhook(self, request: httpx.Request) -> None:
-        verify_signature(request.content, self.settings.api_key.get_secret_value(),
-                         request.headers.get("x-retell-signature"))
+        verify_signature(
+            request.content, self.settings.api_key.get_secret_value(), request.headers.get("x-retell-signature")
+        )
 
 
 def refine(state: State, raw: str, reason: str | None) -> tuple[State, FailureReason | None]:
@@ -171,12 +198,12 @@ def _ms(body: dict[str, Any], key: str) -> int | float | None:
 
 
 @hookimpl
-def register_providers(register):
+def register_providers(register: Callable[[type], None]) -> None:
     register(Retell)
 
 
 @hookimpl
-def register_fakes(register):
+def register_fakes(register: Callable[[type], None]) -> None:
     from .fake import RetellFake
 
     register(RetellFake)

@@ -17,13 +17,17 @@ from typing import Any
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider
+from outbound_call_exporter.testing import FakeCall, FakeProvider
 
 from .signature import sign
 
 #: disconnection_reason of a call ending in each outcome
-REASONS = {State.COMPLETED: "user_hangup", State.BUSY: "dial_busy", State.NO_ANSWER: "dial_no_answer",
-           State.FAILED: "dial_failed"}
+REASONS = {
+    State.COMPLETED: "user_hangup",
+    State.BUSY: "dial_busy",
+    State.NO_ANSWER: "dial_no_answer",
+    State.FAILED: "dial_failed",
+}
 #: the `call_status` values the list filter accepts (`registered` is not one)
 LIST_STATUSES = ("not_connected", "ongoing", "ended", "error")
 
@@ -39,8 +43,14 @@ def _error(status: int, message: str) -> web.Response:
 class RetellFake(FakeProvider):
     provider = "retell"
     status_field = "call_status"
-    raw_status = {State.QUEUED: "registered", State.IN_PROGRESS: "ongoing", State.COMPLETED: "ended",
-                  State.BUSY: "not_connected", State.NO_ANSWER: "not_connected", State.FAILED: "not_connected"}
+    raw_status = {
+        State.QUEUED: "registered",
+        State.IN_PROGRESS: "ongoing",
+        State.COMPLETED: "ended",
+        State.BUSY: "not_connected",
+        State.NO_ANSWER: "not_connected",
+        State.FAILED: "not_connected",
+    }
     agent_id = "oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD"
 
     def default_credentials(self) -> dict[str, str]:
@@ -89,9 +99,12 @@ class RetellFake(FakeProvider):
         if (statuses is not None and not statuses <= set(LIST_STATUSES)) or not 1 <= limit <= 1000 or skip < 0:
             return _error(400, "Invalid filter_criteria, limit or skip")
         now = time.time()
-        calls = [c for c in self.matching({}, None, now)
-                 if (not agents or c.params.get("agent_id") in agents)
-                 and (statuses is None or c.steps[c.step_index(now, self.speed)].status in statuses)]
+        calls = [
+            c
+            for c in self.matching({}, None, now)
+            if (not agents or c.params.get("agent_id") in agents)
+            and (statuses is None or c.steps[c.step_index(now, self.speed)].status in statuses)
+        ]
         if body.get("sort_order") == "ascending":
             calls.reverse()
         if key is not None:  # the opaque cursor: here, the last call id of the previous page
@@ -99,25 +112,38 @@ class RetellFake(FakeProvider):
             if key not in ids:
                 return _error(400, "Invalid pagination_key")
             skip += ids.index(key) + 1
-        chunk = calls[skip: skip + limit]
+        chunk = calls[skip : skip + limit]
         more = skip + limit < len(calls)
-        return web.json_response({"items": [self.render(c, c.step_index(now, self.speed), now) for c in chunk],
-                                  "has_more": more, "pagination_key": chunk[-1].call_id if more else None})
+        return web.json_response(
+            {
+                "items": [self.render(c, c.step_index(now, self.speed), now) for c in chunk],
+                "has_more": more,
+                "pagination_key": chunk[-1].call_id if more else None,
+            }
+        )
 
     def webhook_body(self, call: FakeCall, now: float) -> dict[str, Any]:
         """`call_ended`, signed as Retell signs it (the session serializes with `json.dumps`)."""
         body = {"event": "call_ended", "call": self.render(call, len(call.steps) - 1, now)}
-        call.callback_headers["x-retell-signature"] = sign(json.dumps(body).encode(), self.credentials["api_key"],
-                                                           _ms(now))
+        call.callback_headers["x-retell-signature"] = sign(
+            json.dumps(body).encode(), self.credentials["api_key"], _ms(now)
+        )
         return body
 
     def render(self, call: FakeCall, index: int, now: float) -> dict[str, Any]:
         status = call.steps[index].status
         terminal = index == len(call.steps) - 1 and status in ("ended", "not_connected", "error")
         record: dict[str, Any] = {
-            "call_id": call.call_id, "agent_id": call.params.get("agent_id", self.agent_id), "agent_version": 1,
-            "call_type": "phone_call", "direction": "outbound", "from_number": "+12137771234",
-            "to_number": "+12137771235", "call_status": status, "metadata": {}, "latency": {},
+            "call_id": call.call_id,
+            "agent_id": call.params.get("agent_id", self.agent_id),
+            "agent_version": 1,
+            "call_type": "phone_call",
+            "direction": "outbound",
+            "from_number": "+12137771234",
+            "to_number": "+12137771235",
+            "call_status": status,
+            "metadata": {},
+            "latency": {},
         }
         if status != "registered":
             record["start_timestamp"] = _ms(call.created)

@@ -30,13 +30,24 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import httpx
 from pydantic import Field, StringConstraints, model_validator
 
-from outbound_call_exporter import (answered_before_end, parse_duration, CallParams, CallStatus, FailureReason, HeaderSecret, ListedCall, Provider,
-                                    ProviderSettings, State, hookimpl)
+from outbound_call_exporter import (
+    CallParams,
+    CallStatus,
+    FailureReason,
+    HeaderSecret,
+    ListedCall,
+    Provider,
+    ProviderSettings,
+    State,
+    answered_before_end,
+    hookimpl,
+    parse_duration,
+)
 
 from .signature import verify_signature
 
@@ -55,9 +66,15 @@ STATUS_MAP = {
 EXTRAS = ("to", "from", "direction", "answered_by", "queue_time", "parent_call_sid", "price", "price_unit")
 #: SIP final responses of a failed call (status callbacks' `SipResponseCode`) -> failure reason
 SIP_REASONS = {
-    404: FailureReason.UNREACHABLE, 410: FailureReason.UNREACHABLE, 484: FailureReason.UNREACHABLE,
-    604: FailureReason.UNREACHABLE, 486: FailureReason.BUSY, 600: FailureReason.BUSY,
-    408: FailureReason.NO_ANSWER, 480: FailureReason.NO_ANSWER, 487: FailureReason.CANCELLED,
+    404: FailureReason.UNREACHABLE,
+    410: FailureReason.UNREACHABLE,
+    484: FailureReason.UNREACHABLE,
+    604: FailureReason.UNREACHABLE,
+    486: FailureReason.BUSY,
+    600: FailureReason.BUSY,
+    408: FailureReason.NO_ANSWER,
+    480: FailureReason.NO_ANSWER,
+    487: FailureReason.CANCELLED,
     603: FailureReason.REJECTED,
 }
 #: a processing region's documented edge (`api.{edge}.{region}.twilio.com`)
@@ -73,19 +90,25 @@ PublicUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$")]
 class TwilioSettings(ProviderSettings):
     account_sid: AccountSid = Field(description="the account's SID (AC + 32 hex), the path of every request")
     auth_token: HeaderSecret | None = Field(
-        None, description="the account's auth token: HTTP Basic with the SID, and the key status callbacks are "
-                          "signed with (X-Twilio-Signature)")
+        None,
+        description="the account's auth token: HTTP Basic with the SID, and the key status callbacks are "
+        "signed with (X-Twilio-Signature)",
+    )
     api_key_sid: ApiKeySid | None = Field(
-        None, description="an API key's SID (SK + 32 hex) to authenticate requests instead of the auth token")
+        None, description="an API key's SID (SK + 32 hex) to authenticate requests instead of the auth token"
+    )
     api_key_secret: HeaderSecret | None = Field(None, description="the API key's secret (with api_key_sid)")
     region: Literal["us1", "ie1", "au1", "jp1"] = Field(
-        "us1", description="Twilio region whose API processes and stores the calls")
+        "us1", description="Twilio region whose API processes and stores the calls"
+    )
     edge: Edge | None = Field(None, description="Twilio edge location to connect through (default: the region's own)")
     #: the exporter's webhook URL as Twilio calls it (scheme, host, path), when an ingress or
     #: proxy in front of the exporter changes it; the query string is taken as received
     webhook_url: PublicUrl | None = Field(
-        None, description="the public URL Twilio posts status callbacks to, when an ingress or proxy changes it "
-                          "(signatures are computed over it)")
+        None,
+        description="the public URL Twilio posts status callbacks to, when an ingress or proxy changes it "
+        "(signatures are computed over it)",
+    )
 
     @model_validator(mode="after")
     def _credentials(self) -> "TwilioSettings":
@@ -100,7 +123,7 @@ class TwilioParams(CallParams):
     call_id: CallSid = Field(description="the Call SID (CA + 32 hex) returned when the call was created")
 
 
-class Twilio(Provider):
+class Twilio(Provider[TwilioSettings, TwilioParams]):
     name = "twilio"
     #: `to` is the person called (an outbound call); `from` is the caller id, the business's own number
     destination_extras = frozenset({"to"})
@@ -114,26 +137,25 @@ class Twilio(Provider):
     #: Twilio publishes no GET limit, only concurrency-based 429s: stay well below (decision)
     default_max_requests_per_second = 10.0
 
-    settings: TwilioSettings
-
     @classmethod
-    def default_base_url_for(cls, settings: TwilioSettings) -> str:  # type: ignore[override]
+    def default_base_url_for(cls, settings: TwilioSettings) -> str:
         if settings.region == "us1" and settings.edge is None:
             return cls.default_base_url
         return f"https://api.{settings.edge or REGION_EDGES[settings.region]}.{settings.region}.twilio.com"
 
-    def build_request(self, call: TwilioParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: TwilioParams) -> httpx.Request:
         s = self.settings
-        key = s.api_key_secret is not None
-        user, secret = (s.api_key_sid, s.api_key_secret) if key else (s.account_sid, s.auth_token)
-        basic = base64.b64encode(f"{user}:{secret.get_secret_value()}".encode()).decode()  # type: ignore[union-attr]
+        if s.api_key_sid is not None and s.api_key_secret is not None:
+            user, secret = s.api_key_sid, s.api_key_secret
+        else:
+            assert s.auth_token is not None  # the settings validator requires it without an API key
+            user, secret = s.account_sid, s.auth_token
+        basic = base64.b64encode(f"{user}:{secret.get_secret_value()}".encode()).decode()
         url = self.url("2010-04-01", "Accounts", s.account_sid, "Calls", f"{call.call_id}.json")
         return httpx.Request("GET", url, headers={"Authorization": f"Basic {basic}", "Accept": "application/json"})
 
-    def parse_body(self, call: TwilioParams | None, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = _text(body, "status")
-        if raw is None:
-            raise ValueError("status is missing or not a string")
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["status"]
         state = self.normalize(raw)
         created, updated = rfc2822(body.get("date_created")), rfc2822(body.get("date_updated"))
         started, end = rfc2822(body.get("start_time")), rfc2822(body.get("end_time"))
@@ -142,8 +164,13 @@ class Twilio(Provider):
         ended = (end or updated) if state.terminal else None
         since = {State.QUEUED: created, State.DIALING: started}.get(state, ended)
         return CallStatus(
-            state=state, provider_status=raw, created_at=created, ended_at=ended,
-            answered_at=answered_before_end(state, ended, talk), duration_seconds=talk, state_since=since,
+            state=state,
+            provider_status=raw,
+            created_at=created,
+            ended_at=ended,
+            answered_at=answered_before_end(state, ended, talk),
+            duration_seconds=talk,
+            state_since=since,
             extras={k: body[k] for k in EXTRAS if body.get(k) not in (None, "")},
         )
 
@@ -164,11 +191,20 @@ class Twilio(Provider):
         ended = at if state.terminal else None
         duration = parse_duration(body.get("CallDuration")) if state is State.COMPLETED else None  # 0 for busy etc.
         sip = _sip(body.get("SipResponseCode"))
-        fields = {"to": body.get("To"), "from": body.get("From"), "direction": body.get("Direction"),
-                  "answered_by": body.get("AnsweredBy")}
+        fields = {
+            "to": body.get("To"),
+            "from": body.get("From"),
+            "direction": body.get("Direction"),
+            "answered_by": body.get("AnsweredBy"),
+        }
         status = CallStatus(
-            state=state, provider_status=raw, ended_at=ended, answered_at=answered_before_end(state, ended, duration),
-            duration_seconds=duration, state_since=at, sip_status_code=sip,
+            state=state,
+            provider_status=raw,
+            ended_at=ended,
+            answered_at=answered_before_end(state, ended, duration),
+            duration_seconds=duration,
+            state_since=at,
+            sip_status_code=sip,
             failure_reason=SIP_REASONS.get(sip, FailureReason.OTHER) if state is State.FAILED and sip else None,
             extras={k: v for k, v in fields.items() if v},
         )
@@ -198,12 +234,12 @@ def _sip(value: Any) -> int | None:
 
 
 @hookimpl
-def register_providers(register):
+def register_providers(register: Callable[[type], None]) -> None:
     register(Twilio)
 
 
 @hookimpl
-def register_fakes(register):
+def register_fakes(register: Callable[[type], None]) -> None:
     from .fake import TwilioFake
 
     register(TwilioFake)

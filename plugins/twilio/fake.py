@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from email.utils import format_datetime
 from datetime import datetime, timezone
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider
+from outbound_call_exporter.testing import FakeCall, FakeProvider
 
 from .signature import HEADER, signature
 
@@ -37,17 +37,27 @@ def rfc2822(ts: float | None) -> str | None:
 
 
 def error(status: int, code: int, message: str, **extra: Any) -> web.Response:
-    body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status, **extra}
+    body = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+        **extra,
+    }
     return web.json_response(body, status=status)
 
 
 class TwilioFake(FakeProvider):
     provider = "twilio"
     raw_status = {
-        State.QUEUED: "queued", State.DIALING: "ringing", State.IN_PROGRESS: "in-progress",
-        State.COMPLETED: "completed", State.BUSY: "busy", State.NO_ANSWER: "no-answer",
-        State.FAILED: "failed", State.CANCELLED: "canceled",
+        State.QUEUED: "queued",
+        State.DIALING: "ringing",
+        State.IN_PROGRESS: "in-progress",
+        State.COMPLETED: "completed",
+        State.BUSY: "busy",
+        State.NO_ANSWER: "no-answer",
+        State.FAILED: "failed",
+        State.CANCELLED: "canceled",
     }
 
     def __init__(self, *, max_concurrent: int | None = None, delay: float = 0.0, **kwargs: Any) -> None:
@@ -56,8 +66,12 @@ class TwilioFake(FakeProvider):
         self._in_flight = 0
 
     def default_credentials(self) -> dict[str, str]:
-        return {"account_sid": ACCOUNT_SID, "auth_token": "fake-twilio-auth-token",
-                "api_key_sid": API_KEY_SID, "api_key_secret": "fake-twilio-api-key-secret"}
+        return {
+            "account_sid": ACCOUNT_SID,
+            "auth_token": "fake-twilio-auth-token",
+            "api_key_sid": API_KEY_SID,
+            "api_key_secret": "fake-twilio-api-key-secret",
+        }
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", self._status)]
@@ -96,9 +110,11 @@ class TwilioFake(FakeProvider):
         return error(404, 20404, "The requested resource was not found")
 
     def rate_limited(self) -> bytes:
-        """The body of Twilio's 429 (inject it with `Fault("status", status=429, body=...)`)."""
-        return (b'{"code": 20429, "message": "Too Many Requests", '
-                b'"more_info": "https://www.twilio.com/docs/errors/20429", "status": 429}')
+        """The body of Twilio's 429 (inject it with `faults.status(429, body=...)`)."""
+        return (
+            b'{"code": 20429, "message": "Too Many Requests", '
+            b'"more_info": "https://www.twilio.com/docs/errors/20429", "status": 429}'
+        )
 
     def add_call(self, call_id: str | None = None, *args: Any, **kwargs: Any) -> FakeCall:
         """As the base, with Call SIDs (`CA` + 32 hex) by default."""
@@ -114,18 +130,32 @@ class TwilioFake(FakeProvider):
         sid, account = call.call_id, self.credentials["account_sid"]
         uri = f"/2010-04-01/Accounts/{account}/Calls/{sid}"
         return {
-            "account_sid": account, "annotation": None, "answered_by": None, "api_version": "2010-04-01",
-            "caller_name": None, "date_created": rfc2822(call.created),
+            "account_sid": account,
+            "annotation": None,
+            "answered_by": None,
+            "api_version": "2010-04-01",
+            "caller_name": None,
+            "date_created": rfc2822(call.created),
             "date_updated": rfc2822(call.created + call.steps[index].after / self.speed),
             "direction": "outbound-api",
             "duration": str(round(ended - answered)) if completed and ended and answered else None,
-            "end_time": rfc2822(ended) if completed else None, "forwarded_from": None,
-            "from": "+15017122661", "from_formatted": "(501) 712-2661", "group_sid": None,
-            "parent_call_sid": None, "phone_number_sid": "PN" + "c3" * 16,
-            "price": "-0.01300" if completed else None, "price_unit": "USD", "sid": sid,
-            "start_time": rfc2822(at.get("ringing")), "status": status,
+            "end_time": rfc2822(ended) if completed else None,
+            "forwarded_from": None,
+            "from": "+15017122661",
+            "from_formatted": "(501) 712-2661",
+            "group_sid": None,
+            "parent_call_sid": None,
+            "phone_number_sid": "PN" + "c3" * 16,
+            "price": "-0.01300" if completed else None,
+            "price_unit": "USD",
+            "sid": sid,
+            "start_time": rfc2822(at.get("ringing")),
+            "status": status,
             "subresource_uris": {"recordings": f"{uri}/Recordings.json", "events": f"{uri}/Events.json"},
-            "to": "+14155551212", "to_formatted": "(415) 555-1212", "trunk_sid": None, "uri": f"{uri}.json",
+            "to": "+14155551212",
+            "to_formatted": "(415) 555-1212",
+            "trunk_sid": None,
+            "uri": f"{uri}.json",
             "queue_time": "0",
         }
 
@@ -133,14 +163,24 @@ class TwilioFake(FakeProvider):
         """The form fields and headers of the status callback Twilio POSTs to `url` for `call`'s
         current status, signed with the account's auth token."""
         record = self.render(call, call.step_index(now, self.speed), now)
-        fields = {"AccountSid": record["account_sid"], "ApiVersion": "2010-04-01", "CallSid": call.call_id,
-                  "CallStatus": record["status"], "Direction": "outbound-api", "From": record["from"],
-                  "To": record["to"], "Timestamp": record["date_updated"], "CallbackSource": "call-progress-events",
-                  "SequenceNumber": str(call.step_index(now, self.speed))}
+        fields = {
+            "AccountSid": record["account_sid"],
+            "ApiVersion": "2010-04-01",
+            "CallSid": call.call_id,
+            "CallStatus": record["status"],
+            "Direction": "outbound-api",
+            "From": record["from"],
+            "To": record["to"],
+            "Timestamp": record["date_updated"],
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": str(call.step_index(now, self.speed)),
+        }
         if record["duration"] is not None:
             fields["CallDuration"] = fields["Duration"] = record["duration"]
         if call.outcome in SIP_CODES and record["status"] == self.raw_status[call.outcome]:
             fields["SipResponseCode"] = str(SIP_CODES[call.outcome])
-        headers = {HEADER: signature(self.credentials["auth_token"], url, fields),
-                   "Content-Type": "application/x-www-form-urlencoded"}
+        headers = {
+            HEADER: signature(self.credentials["auth_token"], url, fields),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         return fields, headers

@@ -36,8 +36,10 @@ def signature(auth_token: str, url: str, params: dict[str, str] | list[tuple[str
 def verify_signature(request: httpx.Request, auth_token: SecretStr | None, webhook_url: str | None) -> None:
     """Raise `WebhookSignatureError` unless `request` carries Twilio's signature for it."""
     if auth_token is None:
-        raise WebhookSignatureError("cannot verify X-Twilio-Signature: the account has no auth_token "
-                                    "(Twilio signs callbacks with it, never with an API key)")
+        raise WebhookSignatureError(
+            "cannot verify X-Twilio-Signature: the account has no auth_token "
+            "(Twilio signs callbacks with it, never with an API key)"
+        )
     given = request.headers.get(HEADER)
     if not given:
         raise WebhookSignatureError(f"{HEADER} header is missing")
@@ -55,8 +57,10 @@ def verify_signature(request: httpx.Request, auth_token: SecretStr | None, webho
     for candidate in _port_variants(url):
         if hmac.compare_digest(signature(token, candidate, params).encode(), given.encode()):
             return
-    raise WebhookSignatureError(f"{HEADER} does not match (check the account's webhook_url when the exporter "
-                                "is reached through a proxy or ingress)")
+    raise WebhookSignatureError(
+        f"{HEADER} does not match (check the account's webhook_url when the exporter "
+        "is reached through a proxy or ingress)"
+    )
 
 
 def _port_variants(url: httpx.URL) -> list[str]:

@@ -23,13 +23,26 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import httpx
 from pydantic import Field
 
-from outbound_call_exporter import (CallPage, CallParams, CallStatus, ErrorReason, HeaderSecret, ListedCall, PollError,
-                                    Provider, ProviderSettings, State, Uuid, hookimpl, parse_timestamp)
+from outbound_call_exporter import (
+    CallPage,
+    CallParams,
+    CallStatus,
+    ErrorReason,
+    HeaderSecret,
+    ListedCall,
+    PollError,
+    Provider,
+    ProviderSettings,
+    State,
+    Uuid,
+    hookimpl,
+    parse_timestamp,
+)
 
 from .reasons import classify, sip_code
 
@@ -59,11 +72,15 @@ class VapiParams(CallParams):
     """`call_id` is the call's UUID; `assistant_id` / `phone_number_id` only tie it to a scope."""
 
     call_id: Uuid = Field(description="the call's UUID returned when it was created")
-    assistant_id: Uuid | None = Field(None, description="the assistant (UUID) that placed the call: ties it to an assistant scope")
-    phone_number_id: Uuid | None = Field(None, description="the phone number (UUID) it was placed from: ties it to a phone-number scope")
+    assistant_id: Uuid | None = Field(
+        None, description="the assistant (UUID) that placed the call: ties it to an assistant scope"
+    )
+    phone_number_id: Uuid | None = Field(
+        None, description="the phone number (UUID) it was placed from: ties it to a phone-number scope"
+    )
 
 
-class Vapi(Provider):
+class Vapi(Provider[VapiSettings, VapiParams]):
     name = "vapi"
     description = "Vapi calls API (Bearer API key); endedReason refines `ended`"
     default_base_url = "https://api.vapi.ai"
@@ -74,25 +91,21 @@ class Vapi(Provider):
     #: Vapi publishes no API request limit (it is per organisation): a polite 5/s
     default_max_requests_per_second = 5.0
 
-    settings: VapiSettings
-
-    def build_request(self, call: VapiParams) -> httpx.Request:  # type: ignore[override]
+    def build_request(self, call: VapiParams) -> httpx.Request:
         return httpx.Request("GET", self.url("call", call.call_id), headers=self._headers())
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key.get_secret_value()}", "Accept": "application/json"}
 
-    def parse_response(self, call: VapiParams, response: httpx.Response) -> CallStatus:  # type: ignore[override]
+    def parse_response(self, call: VapiParams, response: httpx.Response) -> CallStatus:
         self.raise_for_status(response)
         body = self.json_object(response)
         if body.get("status") == NOT_FOUND_STATUS:
             raise PollError(ErrorReason.NOT_FOUND, f"call not found (status {NOT_FOUND_STATUS!r})")
-        return self.parse_body(call, body)
+        return self.call_status(body)
 
-    def parse_body(self, call: VapiParams | None, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = body.get("status")
-        if not isinstance(raw, str):
-            raise ValueError("status is missing or not a string")
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["status"]
         reason = body.get("endedReason") if isinstance(body.get("endedReason"), str) else None
         state, failure = self.normalize(raw), None
         if state is State.COMPLETED:
@@ -119,8 +132,14 @@ class Vapi(Provider):
     scope_keys = frozenset({"assistant_id", "phone_number_id"})
     list_filters_created_after = True
 
-    def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None,  # type: ignore[override]
-                           created_after: datetime | None = None, cursor: str | None = None) -> httpx.Request:
+    def build_list_request(
+        self,
+        scope: Mapping[str, str],
+        page: int,
+        status: str | None,
+        created_after: datetime | None = None,
+        cursor: str | None = None,
+    ) -> httpx.Request:
         """`GET /call` of the scope's assistant or phone number, created after the bound and (pages
         after the first) up to the previous page's oldest call: Vapi has no page parameter."""
         [(key, value)] = scope.items()
@@ -132,7 +151,7 @@ class Vapi(Provider):
             query["createdAtLt" if cursor.startswith("<") else "createdAtLe"] = cursor.removeprefix("<")
         return httpx.Request("GET", self.url("call", query=query), headers=self._headers())
 
-    def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:  # type: ignore[override]
+    def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
         """A plain JSON array of Call objects, newest first; a full one continues from its oldest."""
         self.raise_for_status(response)
         try:
@@ -142,7 +161,7 @@ class Vapi(Provider):
         if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in items):
             raise PollError(ErrorReason.INVALID_RESPONSE, "a call list is a JSON array of calls with an `id`")
         [(key, value)] = scope.items()
-        calls = tuple(ListedCall({"call_id": i["id"], key: value}, self.parse_body(None, i)) for i in items)
+        calls = tuple(ListedCall({"call_id": i["id"], key: value}, self.call_status(i)) for i in items)
         created = [(c.status.created_at, i["createdAt"]) for c, i in zip(calls, items) if c.status.created_at]
         oldest = min(created)[1] if created else None
         if len(items) < LIST_LIMIT or oldest is None:
@@ -155,8 +174,9 @@ class Vapi(Provider):
         """A server-URL message: `status-update` (its `status`) or `end-of-call-report` (ended)."""
         message = body.get("message")
         if not isinstance(message, dict) or message.get("type") not in ("status-update", "end-of-call-report"):
-            raise ValueError("a Vapi result webhook is {\"message\": {\"type\": \"status-update\" or "
-                             "\"end-of-call-report\", \"call\": {...}}}")
+            raise ValueError(
+                'a Vapi result webhook is {"message": {"type": "status-update" or "end-of-call-report", "call": {...}}}'
+            )
         call = message.get("call")
         if not isinstance(call, dict) or not isinstance(call.get("id"), str):
             raise ValueError("message.call.id is missing")
@@ -167,7 +187,7 @@ class Vapi(Provider):
         for key in ("endedReason", "startedAt", "endedAt"):
             if isinstance(message.get(key), str):
                 record[key] = message[key]
-        return ListedCall({"call_id": call["id"]}, self.parse_body(None, record))
+        return ListedCall({"call_id": call["id"]}, self.call_status(record))
 
 
 def _request_param(response: httpx.Response, name: str) -> str | None:
@@ -178,12 +198,12 @@ def _request_param(response: httpx.Response, name: str) -> str | None:
 
 
 @hookimpl
-def register_providers(register):
+def register_providers(register: Callable[[type], None]) -> None:
     register(Vapi)
 
 
 @hookimpl
-def register_fakes(register):
+def register_fakes(register: Callable[[type], None]) -> None:
     from .fake import VapiFake
 
     register(VapiFake)

@@ -17,12 +17,15 @@ from typing import Any
 from aiohttp import web
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider
+from outbound_call_exporter.testing import FakeCall, FakeProvider
 
 #: the endedReason a call ending in each outcome carries (values from Vapi's enum)
 ENDED_REASONS = {
-    State.COMPLETED: "customer-ended-call", State.BUSY: "customer-busy", State.NO_ANSWER: "customer-did-not-answer",
-    State.FAILED: "twilio-failed-to-connect-call", State.CANCELLED: "manually-canceled",
+    State.COMPLETED: "customer-ended-call",
+    State.BUSY: "customer-busy",
+    State.NO_ANSWER: "customer-did-not-answer",
+    State.FAILED: "twilio-failed-to-connect-call",
+    State.CANCELLED: "manually-canceled",
 }
 INVALID_KEY = "Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa."
 
@@ -49,8 +52,13 @@ def _error(status: int, error: str, message: str) -> web.Response:
 class VapiFake(FakeProvider):
     provider = "vapi"
     raw_status = {
-        State.QUEUED: "queued", State.DIALING: "ringing", State.IN_PROGRESS: "in-progress",
-        State.COMPLETED: "ended", State.FAILED: "ended", State.BUSY: "ended", State.NO_ANSWER: "ended",
+        State.QUEUED: "queued",
+        State.DIALING: "ringing",
+        State.IN_PROGRESS: "in-progress",
+        State.COMPLETED: "ended",
+        State.FAILED: "ended",
+        State.BUSY: "ended",
+        State.NO_ANSWER: "ended",
         State.CANCELLED: "ended",
     }
     assistant_id = "5b0a4a08-133c-4146-9315-0984f8c6be80"
@@ -97,34 +105,61 @@ class VapiFake(FakeProvider):
             return _error(400, "Bad Request", "limit must be a number and createdAt* a date-time")
         if not 0 <= limit <= 1000:
             return _error(400, "Bad Request", "limit must not be greater than 1000")
-        ours = q.get("assistantId", self.assistant_id) == self.assistant_id and \
-            q.get("phoneNumberId", self.phone_number_id) == self.phone_number_id
-        calls = [c for c in self.matching({}, None, now) if ours and (after is None or _ms(c.created) > after)
-                 and (before is None or _ms(c.created) < before) and (until is None or _ms(c.created) <= until)]
+        ours = (
+            q.get("assistantId", self.assistant_id) == self.assistant_id
+            and q.get("phoneNumberId", self.phone_number_id) == self.phone_number_id
+        )
+        calls = [
+            c
+            for c in self.matching({}, None, now)
+            if ours
+            and (after is None or _ms(c.created) > after)
+            and (before is None or _ms(c.created) < before)
+            and (until is None or _ms(c.created) <= until)
+        ]
         return web.json_response([self.render(c, c.step_index(now, self.speed), now) for c in calls[:limit]])
 
     def webhook_body(self, call: FakeCall, now: float) -> dict[str, Any]:
         record = self.render(call, len(call.steps) - 1, now)
-        return {"message": {"type": "end-of-call-report", "endedReason": record["endedReason"], "call": record,
-                            "startedAt": record.get("startedAt"), "endedAt": record["endedAt"],
-                            "timestamp": int(now * 1000), "artifact": {"transcript": "AI: Hello?"},
-                            "analysis": {"summary": "A short call."}}}
+        return {
+            "message": {
+                "type": "end-of-call-report",
+                "endedReason": record["endedReason"],
+                "call": record,
+                "startedAt": record.get("startedAt"),
+                "endedAt": record["endedAt"],
+                "timestamp": int(now * 1000),
+                "artifact": {"transcript": "AI: Hello?"},
+                "analysis": {"summary": "A short call."},
+            }
+        }
 
     def render(self, call: FakeCall, index: int, now: float) -> dict[str, Any]:
         status = call.steps[index].status
         terminal = index == len(call.steps) - 1 and status == "ended"
-        started = next((call.created + s.after / self.speed for s in call.steps[: index + 1]
-                        if s.status == "in-progress"), None)
+        started = next(
+            (call.created + s.after / self.speed for s in call.steps[: index + 1] if s.status == "in-progress"), None
+        )
         record: dict[str, Any] = {
-            "id": call.call_id, "orgId": self.org_id, "type": "outboundPhoneCall", "status": status,
-            "createdAt": _iso(call.created), "updatedAt": _iso(call.created + call.steps[index].after / self.speed),
-            "assistantId": self.assistant_id, "phoneNumberId": self.phone_number_id,
-            "customer": {"number": "+14155550123"}, "phoneCallProvider": "twilio", "phoneCallTransport": "pstn",
+            "id": call.call_id,
+            "orgId": self.org_id,
+            "type": "outboundPhoneCall",
+            "status": status,
+            "createdAt": _iso(call.created),
+            "updatedAt": _iso(call.created + call.steps[index].after / self.speed),
+            "assistantId": self.assistant_id,
+            "phoneNumberId": self.phone_number_id,
+            "customer": {"number": "+14155550123"},
+            "phoneCallProvider": "twilio",
+            "phoneCallTransport": "pstn",
         }
         if started is not None:
             record["startedAt"] = _iso(started)
         if terminal:
-            record.update(endedAt=_iso(call.ended_at(self.speed)), cost=0.12,
-                          endedReason=ENDED_REASONS.get(call.outcome or State.COMPLETED, "customer-ended-call"))
+            record.update(
+                endedAt=_iso(call.ended_at(self.speed)),
+                cost=0.12,
+                endedReason=ENDED_REASONS.get(call.outcome or State.COMPLETED, "customer-ended-call"),
+            )
             record.update(call.fields)
         return record

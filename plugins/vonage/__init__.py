@@ -23,13 +23,26 @@ time is `end_time - duration` for a completed call. docs/providers/vonage.md has
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import httpx
-from pydantic import Field, AfterValidator, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 
-from outbound_call_exporter import (answered_before_end, parse_duration, CallParams, CallStatus, FailureReason, ListedCall, Provider, ProviderSettings,
-                                    State, Uuid, classify_failure, hookimpl, parse_timestamp)
+from outbound_call_exporter import (
+    CallParams,
+    CallStatus,
+    FailureReason,
+    ListedCall,
+    Provider,
+    ProviderSettings,
+    State,
+    Uuid,
+    answered_before_end,
+    classify_failure,
+    hookimpl,
+    parse_duration,
+    parse_timestamp,
+)
 
 from .auth import RequestTokens, load_private_key, verify_signed_webhook
 
@@ -53,11 +66,16 @@ STATUS_MAP = {
 }
 #: event webhooks' `detail` of a call that did not connect -> failure reason
 DETAIL_REASONS = {
-    "invalid_number": FailureReason.UNREACHABLE, "number_out_of_service": FailureReason.UNREACHABLE,
-    "cannot_route": FailureReason.UNREACHABLE, "unavailable": FailureReason.UNREACHABLE,
-    "declined": FailureReason.REJECTED, "restricted": FailureReason.REJECTED,
-    "ring_timeout": FailureReason.NO_ANSWER, "carrier_timeout": FailureReason.NO_ANSWER,
-    "busy": FailureReason.BUSY, "internal_error": FailureReason.OTHER,
+    "invalid_number": FailureReason.UNREACHABLE,
+    "number_out_of_service": FailureReason.UNREACHABLE,
+    "cannot_route": FailureReason.UNREACHABLE,
+    "unavailable": FailureReason.UNREACHABLE,
+    "declined": FailureReason.REJECTED,
+    "restricted": FailureReason.REJECTED,
+    "ring_timeout": FailureReason.NO_ANSWER,
+    "carrier_timeout": FailureReason.NO_ANSWER,
+    "busy": FailureReason.BUSY,
+    "internal_error": FailureReason.OTHER,
 }
 #: a documented `detail` is a short snake_case token; anything else is not used as the reason
 DETAIL_RE = re.compile(r"[a-z_]{1,64}")
@@ -74,17 +92,20 @@ PrivateKey = Annotated[SecretStr, AfterValidator(_pem)]
 
 class VonageSettings(ProviderSettings):
     application_id: Uuid = Field(description="the Vonage application's id (a UUID): the JWT's application_id")
-    private_key: PrivateKey = Field(description="the application's private key (PEM) every request's JWT is signed with")
+    private_key: PrivateKey = Field(
+        description="the application's private key (PEM) every request's JWT is signed with"
+    )
     #: the account's signature secret, to verify signed event webhooks (optional)
     signature_secret: SecretStr | None = Field(
-        None, description="the account's signature secret, to verify signed event webhooks (HS256 JWT)")
+        None, description="the account's signature secret, to verify signed event webhooks (HS256 JWT)"
+    )
 
 
 class VonageParams(CallParams):
     call_id: Uuid = Field(description="the call's UUID returned when the call was created")
 
 
-class Vonage(Provider):
+class Vonage(Provider[VonageSettings, VonageParams]):
     name = "vonage"
     #: `to` is the person called (an outbound call); `from` is the caller id, the business's own number
     destination_extras = frozenset({"to"})
@@ -97,20 +118,19 @@ class Vonage(Provider):
     #: Vonage's documented Voice API limit: 15 GET requests per second, then 429
     default_max_requests_per_second = 15.0
 
-    settings: VonageSettings
-
     def __init__(self, settings: VonageSettings, base_url: str | None = None) -> None:
         super().__init__(settings, base_url)
         self._tokens = RequestTokens(settings.application_id, settings.private_key)
 
-    def build_request(self, call: VonageParams) -> httpx.Request:  # type: ignore[override]
-        return httpx.Request("GET", self.url("v1", "calls", call.call_id),
-                             headers={"Authorization": f"Bearer {self._tokens.token()}", "Accept": "application/json"})
+    def build_request(self, call: VonageParams) -> httpx.Request:
+        return httpx.Request(
+            "GET",
+            self.url("v1", "calls", call.call_id),
+            headers={"Authorization": f"Bearer {self._tokens.token()}", "Accept": "application/json"},
+        )
 
-    def parse_body(self, call: VonageParams | None, body: dict[str, Any]) -> CallStatus:  # type: ignore[override]
-        raw = body.get("status")
-        if not isinstance(raw, str):
-            raise ValueError("status is missing or not a string")
+    def parse_body(self, body: dict[str, Any]) -> CallStatus:
+        raw = body["status"]
         state = self.normalize(raw)
         started, end = parse_timestamp(body.get("start_time")), parse_timestamp(body.get("end_time"))
         at = parse_timestamp(body.get("timestamp"))  # event webhooks: when this event happened
@@ -124,10 +144,16 @@ class Vonage(Provider):
             if (number := _number(body.get(side))) is not None:
                 extras[side] = number
         return CallStatus(
-            state=state, provider_status=raw, reason=reason, created_at=started, ended_at=ended,
-            answered_at=answered_before_end(state, ended, talk), duration_seconds=talk,
+            state=state,
+            provider_status=raw,
+            reason=reason,
+            created_at=started,
+            ended_at=ended,
+            answered_at=answered_before_end(state, ended, talk),
+            duration_seconds=talk,
             state_since=at or (ended if state.terminal else started if raw == "started" else None),
-            failure_reason=_failure(raw, state, reason), extras=extras,
+            failure_reason=_failure(raw, state, reason),
+            extras=extras,
         )
 
     # -- event webhooks ------------------------------------------------------------------------
@@ -135,8 +161,12 @@ class Vonage(Provider):
     def verify_webhook(self, request: httpx.Request) -> None:
         """Only with a `signature_secret`: Vonage signs webhooks when the application enables it."""
         if self.settings.signature_secret is not None:
-            verify_signed_webhook(request.headers.get("Authorization"), request.content,
-                                  self.settings.signature_secret, self.settings.application_id)
+            verify_signed_webhook(
+                request.headers.get("Authorization"),
+                request.content,
+                self.settings.signature_secret,
+                self.settings.application_id,
+            )
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         """An event webhook (`uuid`, `status`, `timestamp`, ...), parsed like a call record.
@@ -144,7 +174,7 @@ class Vonage(Provider):
         uuid = body.get("uuid", body.get("call_uuid"))
         if not isinstance(uuid, str) or not isinstance(body.get("status"), str):
             raise ValueError("a Vonage event webhook carries the call's `uuid` and `status`")
-        return ListedCall({"call_id": uuid}, self.parse_body(None, body))
+        return ListedCall({"call_id": uuid}, self.call_status(body))
 
 
 def _failure(raw: str, state: State, reason: str | None) -> FailureReason | None:
@@ -169,12 +199,12 @@ def _number(endpoint: Any) -> str | None:
 
 
 @hookimpl
-def register_providers(register):
+def register_providers(register: Callable[[type], None]) -> None:
     register(Vonage)
 
 
 @hookimpl
-def register_fakes(register):
+def register_fakes(register: Callable[[type], None]) -> None:
     from .fake import VonageFake
 
     register(VonageFake)

@@ -20,9 +20,9 @@ import warnings
 from typing import Any
 
 import jwt
-from jwt.warnings import InsecureKeyLengthWarning
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from jwt.warnings import InsecureKeyLengthWarning
 from pydantic import SecretStr
 
 from outbound_call_exporter import WebhookSignatureError
@@ -57,14 +57,17 @@ class RequestTokens:
         with self._lock:
             if now - self._issued >= REUSE_SECONDS or now < self._issued:
                 iat = int(now)
-                claims = {"application_id": self._application_id, "iat": iat, "jti": str(uuid.uuid4()),
-                          "exp": iat + TTL_SECONDS}
+                claims = {
+                    "application_id": self._application_id,
+                    "iat": iat,
+                    "jti": str(uuid.uuid4()),
+                    "exp": iat + TTL_SECONDS,
+                }
                 self._token, self._issued = jwt.encode(claims, self._key, algorithm="RS256"), now
             return self._token
 
 
-def verify_signed_webhook(authorization: str | None, body: bytes, secret: SecretStr,
-                          application_id: str) -> None:
+def verify_signed_webhook(authorization: str | None, body: bytes, secret: SecretStr, application_id: str) -> None:
     """Vonage's signed webhook: `Authorization: Bearer <JWT>`, HS256 with the account's
     signature secret, its `payload_hash` the hex SHA-256 of the body."""
     if not authorization or not authorization.startswith("Bearer "):
@@ -72,11 +75,13 @@ def verify_signed_webhook(authorization: str | None, body: bytes, secret: Secret
     try:
         with warnings.catch_warnings():  # the secret's length is Vonage's choice (their minimum: 32 bits)
             warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-            claims = jwt.decode(authorization[7:].strip(), secret.get_secret_value(), algorithms=["HS256"],
-                                options={"require": ["iat"]})
+            claims = jwt.decode(
+                authorization[7:].strip(), secret.get_secret_value(), algorithms=["HS256"], options={"require": ["iat"]}
+            )
     except jwt.InvalidTokenError as exc:
-        raise WebhookSignatureError(f"the JWT does not verify with the signature secret ({type(exc).__name__})") \
-            from None
+        raise WebhookSignatureError(
+            f"the JWT does not verify with the signature secret ({type(exc).__name__})"
+        ) from None
     if claims.get("application_id") not in (None, application_id):
         raise WebhookSignatureError("the JWT is for another application")
     expected = hashlib.sha256(body).hexdigest()

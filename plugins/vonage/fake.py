@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import FakeCall, FakeProvider
+from outbound_call_exporter.testing import FakeCall, FakeProvider
 
 APPLICATION_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 #: event webhook `detail` of calls that did not connect
@@ -37,8 +37,9 @@ DETAILS = {State.FAILED: "invalid_number", State.NO_ANSWER: "ring_timeout"}
 def new_private_key() -> str:
     """A fresh application key pair's private half, PEM (PKCS#8), as the dashboard hands it out."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 @lru_cache(maxsize=16)
@@ -54,8 +55,12 @@ def _time(ts: float | None) -> str | None:
 
 
 def problem(status: int, code: str, title: str, detail: str) -> web.Response:
-    body = {"type": f"https://developer.nexmo.com/api-errors#{code}", "title": title, "detail": detail,
-            "instance": str(uuid.uuid4())}
+    body = {
+        "type": f"https://developer.nexmo.com/api-errors#{code}",
+        "title": title,
+        "detail": detail,
+        "instance": str(uuid.uuid4()),
+    }
     return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json")
 
 
@@ -63,9 +68,14 @@ class VonageFake(FakeProvider):
     provider = "vonage"
     #: no queued state at Vonage: calls begin `started`
     raw_status = {
-        State.QUEUED: "started", State.DIALING: "ringing", State.IN_PROGRESS: "answered",
-        State.COMPLETED: "completed", State.BUSY: "busy", State.NO_ANSWER: "timeout",
-        State.FAILED: "failed", State.CANCELLED: "cancelled",
+        State.QUEUED: "started",
+        State.DIALING: "ringing",
+        State.IN_PROGRESS: "answered",
+        State.COMPLETED: "completed",
+        State.BUSY: "busy",
+        State.NO_ANSWER: "timeout",
+        State.FAILED: "failed",
+        State.CANCELLED: "cancelled",
     }
 
     def __init__(self, *, rate_limit: float | None = None, **kwargs: Any) -> None:
@@ -106,8 +116,9 @@ class VonageFake(FakeProvider):
         if not header.startswith("Bearer ") or public is None:
             return False
         try:
-            claims = jwt.decode(header[7:], public, algorithms=["RS256"],
-                                options={"require": ["iat", "jti", "exp", "application_id"]})
+            claims = jwt.decode(
+                header[7:], public, algorithms=["RS256"], options={"require": ["iat", "jti", "exp", "application_id"]}
+            )
         except jwt.InvalidTokenError:
             return False
         return claims["application_id"] == self.credentials["application_id"]
@@ -116,8 +127,9 @@ class VonageFake(FakeProvider):
         return problem(401, "unauthorized", "Unauthorized", "You did not provide correct credentials.")
 
     def not_found(self) -> web.Response:
-        return problem(404, "not-found", "Not Found", "The requested resource does not exist, or you do not "
-                                                      "have access to it")
+        return problem(
+            404, "not-found", "Not Found", "The requested resource does not exist, or you do not have access to it"
+        )
 
     def terminal_fields(self, outcome: State) -> dict[str, Any]:
         return {"detail": DETAILS[outcome]} if outcome in DETAILS else {}
@@ -126,38 +138,74 @@ class VonageFake(FakeProvider):
         status = call.steps[index].status
         terminal = index == len(call.steps) - 1 and status not in ("started", "ringing", "answered")
         ended = call.ended_at(self.speed) if terminal else None
-        answered = next((call.created + s.after / self.speed for s in call.steps[: index + 1]
-                         if s.status == "answered"), None)
+        answered = next(
+            (call.created + s.after / self.speed for s in call.steps[: index + 1] if s.status == "answered"), None
+        )
         talk = round(ended - answered) if status == "completed" and ended and answered else 0
         record = {
-            "_links": {"self": {"href": f"/calls/{call.call_id}"}}, "uuid": call.call_id,
+            "_links": {"self": {"href": f"/calls/{call.call_id}"}},
+            "uuid": call.call_id,
             "conversation_uuid": f"CON-{uuid.uuid5(uuid.NAMESPACE_URL, call.call_id)}",
-            "to": {"type": "phone", "number": "447700900000"}, "from": {"type": "phone", "number": "442079460321"},
-            "status": status, "direction": "outbound", "rate": "0.39",
-            "price": f"{0.39 * talk / 60:.2f}" if terminal else None, "duration": str(talk) if terminal else None,
-            "start_time": _time(call.created), "end_time": _time(ended), "network": "65512",
+            "to": {"type": "phone", "number": "447700900000"},
+            "from": {"type": "phone", "number": "442079460321"},
+            "status": status,
+            "direction": "outbound",
+            "rate": "0.39",
+            "price": f"{0.39 * talk / 60:.2f}" if terminal else None,
+            "duration": str(talk) if terminal else None,
+            "start_time": _time(call.created),
+            "end_time": _time(ended),
+            "network": "65512",
         }
         return record
 
-    def event_webhook(self, call: FakeCall, now: float, signature_secret: str | None = None,
-                      api_key: str = "abcd1234") -> tuple[bytes, dict[str, str]]:
+    def event_webhook(
+        self, call: FakeCall, now: float, signature_secret: str | None = None, api_key: str = "abcd1234"
+    ) -> tuple[bytes, dict[str, str]]:
         """The event webhook Vonage POSTs for `call`'s current status: JSON body and headers,
         signed (HS256 JWT with `payload_hash`) when a signature secret is given."""
         index = call.step_index(now, self.speed)
         record = self.render(call, index, now)
-        event = {k: record[k] for k in ("uuid", "conversation_uuid", "status", "direction", "start_time",
-                                        "end_time", "duration", "rate", "price", "network") if record[k] is not None}
-        event.update({"from": record["from"]["number"], "to": record["to"]["number"],
-                      "timestamp": datetime.fromtimestamp(call.created + call.steps[index].after / self.speed,
-                                                          tz=timezone.utc).isoformat().replace("+00:00", "Z")})
+        event = {
+            k: record[k]
+            for k in (
+                "uuid",
+                "conversation_uuid",
+                "status",
+                "direction",
+                "start_time",
+                "end_time",
+                "duration",
+                "rate",
+                "price",
+                "network",
+            )
+            if record[k] is not None
+        }
+        event.update(
+            {
+                "from": record["from"]["number"],
+                "to": record["to"]["number"],
+                "timestamp": datetime.fromtimestamp(
+                    call.created + call.steps[index].after / self.speed, tz=timezone.utc
+                )
+                .isoformat()
+                .replace("+00:00", "Z"),
+            }
+        )
         if index == len(call.steps) - 1 and "detail" in call.fields:
             event["detail"] = call.fields["detail"]
         body = json.dumps(event, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
         if signature_secret is not None:
-            claims = {"iat": int(time.time()), "jti": str(uuid.uuid4()), "iss": "Vonage", "api_key": api_key,
-                      "application_id": self.credentials["application_id"],
-                      "payload_hash": hashlib.sha256(body).hexdigest()}
+            claims = {
+                "iat": int(time.time()),
+                "jti": str(uuid.uuid4()),
+                "iss": "Vonage",
+                "api_key": api_key,
+                "application_id": self.credentials["application_id"],
+                "payload_hash": hashlib.sha256(body).hexdigest(),
+            }
             headers["Authorization"] = f"Bearer {jwt.encode(claims, signature_secret, algorithm='HS256')}"
         return body, headers
 

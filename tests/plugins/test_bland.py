@@ -116,6 +116,19 @@ def test_errors_and_wrong_shapes(provider):
             respond(provider, body)
 
 
+def test_the_raw_status_is_queue_status_else_status(provider):
+    without = {k: v for k, v in DOC_EXAMPLE.items() if k != "queue_status"}
+    status = respond(provider, {**without, "status": "busy"})
+    assert status.provider_status == "busy" and status.state is State.BUSY
+    assert provider.parse_webhook({**without, "status": "no-answer"}).status.state is State.NO_ANSWER
+    assert respond(provider, {**DOC_EXAMPLE, "queue_status": "started", "completed": False}).state is State.IN_PROGRESS
+    # a null queue_status does not fall back to `status`; neither field: no status at all
+    for body in ({**DOC_EXAMPLE, "queue_status": None}, {"call_id": CALL}, {**without, "status": 7}):
+        with pytest.raises(PollError) as info:
+            respond(provider, body)
+        assert info.value.reason is ErrorReason.INVALID_RESPONSE and "`queue_status`" in str(info.value)
+
+
 def test_post_call_webhook_and_its_signature():
     provider = Bland(BlandSettings(api_key="org_key_123", webhook_secret="whsec"))
     listed = provider.parse_webhook({**DOC_EXAMPLE, "answered_by": "no-answer"})

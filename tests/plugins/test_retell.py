@@ -116,6 +116,14 @@ def test_errors_and_wrong_shapes(provider):
             respond(provider, body)
 
 
+def test_the_raw_status_is_call_status(provider):
+    assert Retell.status_key == "call_status"
+    for body in ({"call_id": CALL, "status": "ended"}, {**ENDED, "call_status": 3}):
+        with pytest.raises(PollError) as info:
+            respond(provider, body)
+        assert info.value.reason is ErrorReason.INVALID_RESPONSE and "`call_status`" in str(info.value)
+
+
 def test_list_request_and_response(provider):
     request = provider.build_list_request({"agent_id": AGENT}, 1, "ongoing")
     assert request.method == "POST" and str(request.url) == "https://api.retellai.com/v3/list-calls"

@@ -9,7 +9,7 @@ from datetime import datetime
 import httpx
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Fault, Step
+from outbound_call_exporter.testing import Step, faults
 from outbound_call_exporter_plugins.twilio.fake import TwilioFake
 
 from conftest import account, make_config, running_service, wait_until
@@ -101,7 +101,7 @@ def test_rate_limited_answers_are_counted_and_retried(tmp_path, registry):
     with fake.running():
         config = make_config(tmp_path, [account("tw", "twilio", fake.url, fake.demo_settings())])
         with running_service(config, registry) as svc:
-            fake.inject(Fault("status", status=429, body=fake.rate_limited(), retry_after="1"), times=2)
+            fake.inject(faults.status(429, body=fake.rate_limited(), retry_after="1"), times=2)
             call = fake.add_call(steps=[Step("queued", 0), Step("completed", 0.5)])
             svc.client.post("/api/v1/calls", json={"account": "tw", "call_id": call.call_id})
             wait_until(lambda: svc.call("tw", call.call_id)["state"] == "completed", message="done after 429s")

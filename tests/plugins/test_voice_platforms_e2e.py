@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Fault, Step
+from outbound_call_exporter.testing import Step, faults
 from outbound_call_exporter_plugins.bland.fake import BlandFake
 from outbound_call_exporter_plugins.retell.fake import RetellFake
 from outbound_call_exporter_plugins.retell.signature import sign
@@ -110,8 +110,8 @@ def test_429_is_counted_and_its_retry_after_honoured(provider, tmp_path, registr
     fake_cls, _ = SPECS[provider]
     fake = fake_cls(speed=1.0)
     with fake.running(), start(fake, tmp_path, registry, provider) as svc:
-        fake.inject(Fault("status", status=429, retry_after="1",
-                          body=b'{"message": "Too Many Requests", "statusCode": 429}'), times=1)
+        fake.inject(faults.status(429, retry_after="1",
+                                  body=b'{"message": "Too Many Requests", "statusCode": 429}'), times=1)
         call = fake.add_call(steps=[Step(fake.raw_status[State.QUEUED], 0), Step(fake.raw_status[State.COMPLETED], 0.2)])
         register(svc, [call])
         wait_until(lambda: svc.call("acc", call.call_id)["state"] == "completed", timeout=20, message="completed")

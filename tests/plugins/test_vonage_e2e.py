@@ -9,7 +9,7 @@ from datetime import datetime
 import httpx
 
 from outbound_call_exporter import State
-from outbound_call_exporter.fakes import Step
+from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.vonage import Vonage, VonageParams, VonageSettings
 from outbound_call_exporter_plugins.vonage.fake import VonageFake, new_private_key
 

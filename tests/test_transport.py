@@ -1,23 +1,24 @@
-"""The host's HTTP/1.1 client (`http11`, behind `Http11Transport`) against raw loopback servers
-that send exactly the bytes each test scripts: body framings, encodings, keep-alive reuse,
-stale connections, the connection limit, TLS and what must be refused. Provider-level faults
-(timeouts, resets, huge bodies, error statuses) run against the fakes in `faults/`."""
+"""The provider transport (`AiohttpTransport`) against raw loopback servers that send exactly
+the bytes each test scripts: body framings, encodings, what goes on the wire, keep-alive reuse,
+stale connections, the connection limit and what must be refused. Provider-level faults
+(timeouts, resets, huge bodies, error statuses) run against the fakes in `faults/`; TLS and
+proxies in test_http_client.py and test_proxy.py."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import ssl
-import subprocess
 import zlib
-from pathlib import Path
 from typing import Awaitable, Callable
 
 import httpx
 import pytest
 
 from outbound_call_exporter import ErrorReason, PollError
-from outbound_call_exporter.transport import Http11Transport
+from outbound_call_exporter._version import __version__
+from outbound_call_exporter.httpclient import HTTPClient
+from outbound_call_exporter.transport import AiohttpTransport
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -69,7 +70,7 @@ def run(coro: Awaitable[object]) -> object:
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
-async def get(transport: Http11Transport, url: str, **kw: object) -> httpx.Response:
+async def get(transport: AiohttpTransport, url: str, **kw: object) -> httpx.Response:
     return await transport.send(httpx.Request("GET", url, **kw))
 
 
@@ -97,7 +98,7 @@ def serve_forever(*payloads: bytes) -> Script:
 def test_body_framings_and_encodings(payload, body):
     async def main():
         async with Server(serve_forever(payload)) as server:
-            t = Http11Transport(4, 5, 1024)
+            t = AiohttpTransport(4, 5, 1024)
             for _ in range(3):  # the same kept-alive connection each time
                 response = await get(t, server.url + "/x")
                 assert response.content == body
@@ -116,7 +117,7 @@ def test_body_delimited_by_the_end_of_the_connection():
 
     async def main():
         async with Server(script) as server:
-            t = Http11Transport(4, 5, 1024)
+            t = AiohttpTransport(4, 5, 1024)
             for _ in range(2):
                 assert (await get(t, server.url + "/x")).json() == {"until": "close"}
             await t.aclose()
@@ -134,14 +135,63 @@ def test_request_bytes_are_the_plugins_request():
 
     async def main():
         async with Server(script) as server:
-            t = Http11Transport(4, 5, 1024)
+            t = AiohttpTransport(4, 5, 1024)
             await get(t, server.url + "/v1/a%2Fb/c?x=1%202", headers={"Authorization": "Bearer t"})
             await t.aclose()
     run(main())
     lines = seen[0].decode().split("\r\n")
     assert lines[0] == "GET /v1/a%2Fb/c?x=1%202 HTTP/1.1"
+    names = sorted(line.split(":", 1)[0].lower() for line in lines[1:] if line)
+    assert names == ["authorization", "host", "user-agent"]  # no Accept, Accept-Encoding, Cookie
     assert "Authorization: Bearer t" in lines
+    assert f"User-Agent: outbound-call-exporter/{__version__}" in lines
     assert any(line.lower().startswith("host: 127.0.0.1:") for line in lines)
+
+
+def test_a_post_body_and_no_cookies_kept():
+    seen = []
+
+    async def script(reader, writer, n):
+        while True:
+            head = await read_request(reader)
+            length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+            seen.append((head, await reader.readexactly(length)))
+            writer.write(answer(b"{}", "Set-Cookie: session=abc; Path=/"))
+            await writer.drain()
+
+    async def main():
+        async with Server(script) as server:
+            t = AiohttpTransport(4, 5, 1024)
+            for _ in range(2):
+                await t.send(httpx.Request("POST", server.url + "/x", json={"a": 1}))
+            await t.aclose()
+    run(main())
+    assert [body for _, body in seen] == [b'{"a":1}', b'{"a":1}']  # httpx's encoding, byte for byte
+    assert b"cookie" not in seen[1][0].lower()
+    assert b"content-type: application/json" in seen[0][0].lower()
+
+
+def test_redirects_are_answers_unless_follow_redirects():
+    async def script(reader, writer, n):
+        while True:
+            head = await read_request(reader)
+            if head.startswith(b"GET /old"):
+                writer.write(answer(b"", "Location: /new", status="302 Found"))
+            else:
+                writer.write(answer(b'{"moved": true}'))
+            await writer.drain()
+
+    async def main():
+        async with Server(script) as server:
+            plain = AiohttpTransport(4, 5, 1024)
+            following = AiohttpTransport(4, 5, 1024, HTTPClient(follow_redirects=True))
+            try:
+                return (await get(plain, server.url + "/old")).status_code, \
+                    (await get(following, server.url + "/old")).json()
+            finally:
+                await plain.aclose()
+                await following.aclose()
+    assert run(main()) == (302, {"moved": True})
 
 
 @pytest.mark.parametrize("method, retried", [("GET", True), ("POST", False)])
@@ -154,7 +204,7 @@ def test_a_reused_connection_closed_before_answering_is_retried_once_if_idempote
 
     async def main():
         async with Server(script) as server:
-            t = Http11Transport(4, 5, 1024)
+            t = AiohttpTransport(4, 5, 1024)
             assert (await t.send(httpx.Request(method, server.url + "/x"))).json() == {"n": 1}
             try:
                 return (await t.send(httpx.Request(method, server.url + "/x"))).json()
@@ -173,7 +223,7 @@ def test_idle_connections_closed_by_the_server_are_not_reused():
 
     async def main():
         async with Server(script) as server:
-            t = Http11Transport(4, 5, 1024)
+            t = AiohttpTransport(4, 5, 1024)
             assert (await get(t, server.url + "/x")).json() == {"n": 1}
             await asyncio.sleep(0.1)  # the server has closed the idle connection
             assert (await get(t, server.url + "/x")).json() == {"n": 2}
@@ -191,7 +241,7 @@ def test_connections_never_exceed_the_limit():
 
     async def main():
         async with Server(script) as server:
-            t = Http11Transport(3, 5, 1024)
+            t = AiohttpTransport(3, 5, 1024)
             responses = await asyncio.gather(*(get(t, server.url + f"/{i}") for i in range(30)))
             assert all(r.status_code == 200 for r in responses)
             await t.aclose()
@@ -218,7 +268,7 @@ def test_bad_answers_are_poll_errors(payload, reason):
 
     async def main():
         async with Server(script) as server:
-            t = Http11Transport(4, 5, 1024)
+            t = AiohttpTransport(4, 5, 1024)
             with pytest.raises(PollError) as err:
                 await get(t, server.url + "/secret-free-path")
             await t.aclose()
@@ -226,6 +276,8 @@ def test_bad_answers_are_poll_errors(payload, reason):
     error = run(main())
     assert error.reason is reason
     assert str(error).startswith("/secret-free-path: ")
+    if reason is ErrorReason.CONNECTION_ERROR:
+        assert "127.0.0.1:" in str(error)  # names the provider host
 
 
 def test_deadline_covers_the_whole_exchange():
@@ -239,7 +291,7 @@ def test_deadline_covers_the_whole_exchange():
 
     async def main():
         async with Server(script) as server:
-            t = Http11Transport(4, 0.5, 1024)
+            t = AiohttpTransport(4, 0.5, 1024)
             with pytest.raises(PollError) as err:
                 await get(t, server.url + "/x")
             await t.aclose()
@@ -249,7 +301,7 @@ def test_deadline_covers_the_whole_exchange():
 
 def test_connection_refused_and_header_injection_are_connection_errors():
     async def main():
-        t = Http11Transport(4, 5, 1024)
+        t = AiohttpTransport(4, 5, 1024)
         with pytest.raises(PollError) as refused:
             await get(t, "http://127.0.0.1:9/x")
         with pytest.raises(PollError) as injected:
@@ -264,33 +316,28 @@ def test_connection_refused_and_header_injection_are_connection_errors():
     assert "X-Evil" not in str(injected)
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    try:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out",
-                        "c.pem", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                       cwd=d, check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"openssl cannot make a test certificate: {exc}")
-    return d / "c.pem", d / "k.pem"
-
-
-def test_https_verifies_the_certificate(tls):
-    cert, key = tls
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
+def test_deadline_leaves_the_task_usable_and_outside_cancellation_alone():
+    """The deadline cancels only its own request: the same task goes on afterwards, and a
+    cancellation from outside (shutdown) stays a cancellation, not a timeout."""
+    async def script(reader, writer, n):
+        await read_request(reader)
+        await asyncio.sleep(5)
 
     async def main():
-        async with Server(serve_forever(answer(b'{"tls": true}')), server_ctx) as server:
-            untrusting = Http11Transport(4, 5, 1024)
+        async with Server(script) as server:
+            t = AiohttpTransport(4, 0.3, 1024)
+            started = asyncio.get_running_loop().time()
             with pytest.raises(PollError) as err:
-                await get(untrusting, server.url + "/x")
-            await untrusting.aclose()
-            trusting = Http11Transport(4, 5, 1024, ssl_context=ssl.create_default_context(cafile=str(cert)))
-            response = await get(trusting, server.url + "/x")
-            await trusting.aclose()
-            return err.value, response
-    error, response = run(main())
-    assert error.reason is ErrorReason.CONNECTION_ERROR and "TLS" in str(error)
-    assert response.json() == {"tls": True}
+                await get(t, server.url + "/slow")
+            took = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(0.05)  # no cancellation left pending on this task
+            outside = asyncio.create_task(get(t, server.url + "/slow"))
+            await asyncio.sleep(0.1)
+            outside.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await outside
+            await t.aclose()
+            return err.value, took
+    error, took = run(main())
+    assert error.reason is ErrorReason.TIMEOUT
+    assert 0.3 <= took < 0.3 + 0.2, took  # at most a tick (a tenth of the deadline) late, plus slack
