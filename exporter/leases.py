@@ -197,7 +197,7 @@ class PartitionLeases:
         if surplus <= 0:
             return
         give = set(random.sample(sorted(self.owned), min(surplus, self.handover_step)))
-        await self._listener.releasing(give)
-        for p in give:
+        for p in give:  # no longer ours from now on (the rate share too), then handed back
             self.owned.pop(p, None)
+        await self._listener.releasing(give)
         await conn.execute(_RELEASE, self.replica_id, sorted(give), timeout=self.interval)

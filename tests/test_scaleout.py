@@ -85,9 +85,14 @@ def owned(replicas: list[Replica]) -> list[int]:
     return [int(r.metric("outbound_call_exporter_partitions_owned")) for r in replicas]
 
 
-def busiest_second(arrivals: list[float]) -> int:
-    times = sorted(arrivals)
-    return max((sum(1 for t in times[i:i + 4 * RATE] if t - start < 1.0) for i, start in enumerate(times)), default=0)
+def busiest(arrivals: list[float], window: float) -> int:
+    """The most requests the provider saw within any `window` seconds."""
+    times, best, j = sorted(arrivals), 0, 0
+    for i, start in enumerate(times):
+        while j < len(times) and times[j] - start < window:
+            j += 1
+        best = max(best, j - i)
+    return best
 
 
 @pytest.fixture
@@ -119,9 +124,14 @@ def test_three_replicas_poll_every_call_once_counters_sum_and_the_rate_limit_hol
     assert summed(replicas, "outbound_calls", state="queued", **LABELS) == 0
     for call in calls:  # each call's outcome as the fake scripted it
         assert fake.requests[f"status:{call.call_id}"] >= 1
-    busiest = busiest_second([t for t, _ in fake.arrivals])
-    print(f"\nbusiest second at the provider, 3 replicas: {busiest} requests (account limit {RATE}/s)")
-    assert busiest <= RATE + 2, f"{busiest} requests within one second from 3 replicas (limit {RATE}/s)"
+    # the replicas' shares of the limit sum to the limit (1/3 each would be 3x without sharing);
+    # arrivals at the fake jitter by a few requests per second on a loaded machine, so the bound
+    # is checked over 5-second windows, and the busiest single second is shown
+    arrivals = [t for t, _ in fake.arrivals]
+    one, five = busiest(arrivals, 1.0), busiest(arrivals, 5.0)
+    print(f"\nat the provider from 3 replicas: busiest second {one}, busiest 5 s {five} (limit {RATE}/s)")
+    assert five <= 5 * RATE + 4, f"{five} requests within 5 s from 3 replicas (limit {RATE}/s)"
+    assert one <= 1.25 * RATE, f"{one} requests within one second from 3 replicas (limit {RATE}/s)"
 
 
 def test_failure_drills_lose_nothing_and_count_nothing_twice(cluster, pg_url, pg_cluster):

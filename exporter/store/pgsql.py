@@ -81,6 +81,9 @@ GET_SCOPE = f"SELECT {SCOPE_COLUMNS} FROM oce_scopes WHERE account = $1 AND scop
 UPDATE_SCOPE = "UPDATE oce_scopes SET complete = $2, discovered = $3 WHERE id = $1"
 DELETE_SCOPE = "DELETE FROM oce_scopes WHERE id = $1"
 NOTIFY = "SELECT pg_notify('oce_inbox', $1)"
+LOCK_LEASES = "SELECT 1 FROM oce_leases WHERE partition = ANY($1::smallint[]) FOR KEY SHARE"
+#: a replica paused inside a transaction (SIGSTOP, a frozen VM) must not hold its lease rows
+SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "5000"}
 
 _UPDATES: dict[tuple[str, ...], str] = {}
 
@@ -134,6 +137,14 @@ def scope_row(r: asyncpg.Record) -> ScopeRow:
                     r["discovered"])
 
 
+_CASTS: Mapping[str, Any] = {"bool": bool, "int": int, "float8": float}
+
+
 def column_values(cols: tuple[str, ...], fields: list[Mapping[str, Any]]) -> list[list[Any]]:
-    """Per column, the values of every row (the arrays a fenced update binds)."""
-    return [[f[c] for f in fields] for c in cols]
+    """Per column, the values of every row (the arrays a fenced update binds), in the column's
+    type: the host writes SQLite's 0/1 for flags, PostgreSQL's arrays want booleans."""
+    out = []
+    for c in cols:
+        cast = _CASTS.get(COLUMN_TYPES[c])
+        out.append([f[c] if cast is None or f[c] is None else cast(f[c]) for f in fields])
+    return out

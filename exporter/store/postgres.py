@@ -60,7 +60,8 @@ class PostgresStore:
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self.pool_size,
-                                                   init=pgsql.init_connection, command_timeout=30)
+                                                   init=pgsql.init_connection, command_timeout=30,
+                                                   server_settings=pgsql.SESSION_SETTINGS)
             async with self._pool.acquire() as conn:
                 await migrate(conn)
         except _DB_ERRORS as exc:
@@ -140,6 +141,10 @@ class PostgresStore:
             if entry[3] is None:
                 raise StoreError("a poll result without its partition lease cannot be written to PostgreSQL")
             shapes.setdefault(tuple(sorted(k for k in entry[0] if k in pgsql.COLUMN_TYPES)), []).append((seq, entry))
+        # the fence holds until commit: the lease rows are locked (KEY SHARE) so no replica can
+        # take a partition over between this check and the commit (a paused writer's open
+        # transaction is ended by idle_in_transaction_session_timeout, and its write refused)
+        await conn.execute(pgsql.LOCK_LEASES, sorted({e[3][0] for e in merged.values()}))
         written: set[int] = set()
         for cols, rows in shapes.items():
             arrays = [[s for s, _ in rows], [e[3][0] for _, e in rows], [e[3][1] for _, e in rows],
