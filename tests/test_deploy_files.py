@@ -251,13 +251,32 @@ def test_prometheus_service_loads_the_repo_config_and_rules():
 
 def test_prometheus_scrapes_the_exporter_service_with_the_alerted_job_name():
     config = yaml.safe_load(PROM_CONFIG.read_text())
-    (job,) = [j for j in config["scrape_configs"] if "outbound" in j["job_name"]]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "outbound-call-exporter"]
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
     assert targets == [f"exporter:{DEFAULT_PORT}"]
     assert "exporter" in compose()["services"]
     (absent,) = [r for r in alert_rules() if r["alert"] == "OutboundCallExporterAbsent"]
     assert f'job="{job["job_name"]}"' in absent["expr"]
     assert job["job_name"] in ALERTS.read_text().split("groups:")[0], "document the job name atop alerts.yml"
+
+
+def test_the_scaleout_profile_runs_three_replicas_on_one_postgres_and_prometheus_scrapes_each():
+    services = compose()["services"]
+    replicas = {name: svc for name, svc in services.items() if name.startswith("replica-")}
+    assert len(replicas) == 3 and all(svc.get("profiles") == ["scaleout"] for svc in replicas.values())
+    assert services["postgres"].get("profiles") == ["scaleout"]
+    config = yaml.safe_load((REPO / "deploy" / "compose" / "scaleout.yml").read_text())
+    assert "store_url_file" in config and "store_path" not in config
+    url = (REPO / "deploy" / "compose" / "secrets" / "store_url").read_text().strip()
+    password = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert url == f"postgresql://oce:{password}@postgres:5432/oce"
+    for svc in replicas.values():
+        assert svc["command"] == ["run", "--config", "/etc/outbound-call-exporter/config.yml"]
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+    (job,) = [j for j in yaml.safe_load(PROM_CONFIG.read_text())["scrape_configs"]
+              if j["job_name"] == "outbound-call-exporter-scaleout"]
+    port = config["listen_address"].rsplit(":", 1)[1]
+    assert sorted(t for sc in job["static_configs"] for t in sc["targets"]) == [f"{n}:{port}" for n in sorted(replicas)]
 
 
 def test_grafana_provisioning_is_mounted_where_grafana_reads_it():

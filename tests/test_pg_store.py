@@ -118,3 +118,27 @@ def test_an_unreachable_database_is_a_store_error_without_the_password(pg_cluste
         assert "s3cret-pw" not in str(caught.value) and "127.0.0.1" in str(caught.value)
 
     run(main())
+
+
+def test_store_url_from_a_file_or_the_environment_selects_postgresql(tmp_path, pg_url):
+    from outbound_call_exporter.config import load_config
+    from outbound_call_exporter.plugins import load_registry
+    from outbound_call_exporter.service import Service
+
+    secret = tmp_path / "store_url"
+    secret.write_text(pg_url + "\n")
+    path = tmp_path / "config.yml"
+    path.write_text(f"store_url_file: {secret}\naccounts:\n  - {{name: tz, provider: telzino, settings: {{token: t}}}}\n")
+    config = load_config(path, environ={})
+    assert config.store_url is not None and config.store_url.get_secret_value() == pg_url
+    assert pg_url not in repr(config) and pg_url not in str(config.model_dump())
+    from_env = load_config(_plain(tmp_path), environ={"OCE_STORE_URL": pg_url})
+    assert from_env.store_url is not None and from_env.store_url.get_secret_value() == pg_url
+    service = Service(config, load_registry())
+    assert isinstance(service.store, PostgresStore) and "oce@" not in service.where
+
+
+def _plain(tmp_path):
+    path = tmp_path / "plain.yml"
+    path.write_text("accounts:\n  - {name: tz, provider: telzino, settings: {token: t}}\n")
+    return path
