@@ -137,7 +137,8 @@ class AccountLog:
     def failure(self, reason: ErrorReason, message: str) -> None:
         self.requests += 1
         self.failures[reason] += 1
-        detail = self.details[reason] = f"{self.host}: {cause(message)}"
+        why = cause(message)  # a connection error names its host (and proxy) itself
+        detail = self.details[reason] = why if why.startswith(self.host) else f"{self.host}: {why}"
         if reason in CALL_LEVEL:
             return
         self._last = f"{reason.value} ({detail})"

@@ -13,6 +13,7 @@ tunnels, absolute-form), private CAs and client certificates come with aiohttp.
 from __future__ import annotations
 
 import asyncio
+import os
 import gc
 import logging
 import ssl
@@ -240,6 +241,12 @@ class _Deadlines:
             self._timer = None
 
 
+def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """"Connection refused", not asyncio's "Connect call failed ('10.0.0.1', 443)"."""
+    errno = exc.os_error.errno
+    return os.strerror(errno) if errno else (exc.strerror or type(exc.os_error).__name__)
+
+
 def _describe(exc: BaseException) -> str:
     """What went wrong, from the exception's parts (never its text: aiohttp's may hold URLs)."""
     if isinstance(exc, aiohttp.ClientHttpProxyError):
@@ -250,7 +257,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"DNS lookup of {exc.host} failed"
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return f"cannot connect to the proxy: {exc.strerror or type(exc.os_error).__name__}"
+        return f"cannot connect to the proxy: {_os_reason(exc)}"
     if isinstance(exc, aiohttp.ClientConnectorSSLError):
         return f"TLS handshake failed: {_ssl_reason(exc.os_error)}"
     tls = _caused_by(exc, ssl.SSLError)
@@ -259,7 +266,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         if exc.ssl and isinstance(exc.os_error, (ConnectionResetError, BrokenPipeError)):  # TCP was up: TLS refused
             return "TLS handshake failed: the server reset the connection"
-        return f"cannot connect: {exc.strerror or type(exc.os_error).__name__}"
+        return f"cannot connect: {_os_reason(exc)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the connection closed before a complete answer"
     if isinstance(exc, aiohttp.ClientResponseError):  # aiohttp's parser refused the answer
