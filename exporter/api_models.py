@@ -35,8 +35,10 @@ class Registration(Body):
 
     account: str = Field(description="a configured account's name")
     call_id: str = Field(description="the provider's call id, in the plugin's format")
-    params: dict[str, Any] = Field(default_factory=dict, description="per-call params; merged over the "
-                                   "account's settings defaults and validated by the plugin")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="per-call params; merged over the account's settings defaults and validated by the plugin",
+    )
 
 
 class Transition(Body):
@@ -123,8 +125,11 @@ class ErrorBody(Body):
 
 # -- validating request bodies ----------------------------------------------------------------
 
-_PLAIN = {"missing": "required field is missing", "string_type": "must be a string",
-          "dict_type": "must be a JSON object"}
+_PLAIN = {
+    "missing": "required field is missing",
+    "string_type": "must be a string",
+    "dict_type": "must be a JSON object",
+}
 
 
 def parse_body(model: type[M], data: Any, where: str = "") -> M:

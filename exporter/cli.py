@@ -42,36 +42,54 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="outbound-call-exporter",
-        description="Prometheus exporter for outbound voice-AI calls (PolyAI, Telzino, Trillet, ...).")
+        description="Prometheus exporter for outbound voice-AI calls (PolyAI, Telzino, Trillet, ...).",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the service")
     p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
-                   help="TLS and basic auth for every endpoint (Prometheus exporter-toolkit format)")
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth for every endpoint (Prometheus exporter-toolkit format)",
+    )
     _log_flags(p, None)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run against built-in fake providers with synthetic traffic")
     p.add_argument("--listen", default="127.0.0.1:9877", help="HOST:PORT to serve on (default %(default)s)")
-    p.add_argument("--store", default=None,
-                   help="SQLite store path, kept across runs (default: a fresh temporary store per run)")
+    p.add_argument(
+        "--store", default=None, help="SQLite store path, kept across runs (default: a fresh temporary store per run)"
+    )
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--calls-per-second", type=float, default=2.0, help="new calls per second (default %(default)s)")
     p.add_argument("--max-calls", type=int, metavar="N", help="stop creating calls after N (default: no limit)")
-    p.add_argument("--failure-spike-at", type=float, metavar="SECONDS",
-                   help="from this many seconds after start, ~35%% of calls fail (to see alerts fire)")
-    p.add_argument("--answer-drop-at", type=float, metavar="SECONDS",
-                   help="from this many seconds after start, almost no call is answered")
+    p.add_argument(
+        "--failure-spike-at",
+        type=float,
+        metavar="SECONDS",
+        help="from this many seconds after start, ~35%% of calls fail (to see alerts fire)",
+    )
+    p.add_argument(
+        "--answer-drop-at",
+        type=float,
+        metavar="SECONDS",
+        help="from this many seconds after start, almost no call is answered",
+    )
     _log_flags(p, "info")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("watch", help="register calls with a running service")
     p.add_argument("--url", default=DEFAULT_API_URL, help="service URL (default %(default)s)")
     p.add_argument("--token", default=None, help="API bearer token (default: $OCE_API_TOKEN)")
-    p.add_argument("--basic-auth", default=None, metavar="USER:PASSWORD",
-                   help="when the service uses basic auth (default: $OCE_BASIC_AUTH)")
+    p.add_argument(
+        "--basic-auth",
+        default=None,
+        metavar="USER:PASSWORD",
+        help="when the service uses basic auth (default: $OCE_BASIC_AUTH)",
+    )
     p.add_argument("--ca-file", default=None, help="CA bundle to verify an https --url (e.g. self-signed)")
     p.add_argument("--account", help="account name (single call)")
     p.add_argument("--call-id", help="provider call id (single call)")
@@ -86,8 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="delete call records not watched and older than N days from the store")
     p.add_argument("--config", required=True, help="YAML config file (its store_path is pruned)")
-    p.add_argument("--older-than-days", required=True, type=float, metavar="DAYS",
-                   help="delete records whose call ended (or was last polled) more than DAYS ago")
+    p.add_argument(
+        "--older-than-days",
+        required=True,
+        type=float,
+        metavar="DAYS",
+        help="delete records whose call ended (or was last polled) more than DAYS ago",
+    )
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("check-config", help="validate a config file; exit 0 or print the error")
@@ -97,10 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("healthcheck", help="exit 0 if the service at the config's listen_address is healthy, else 1")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="YAML config file of the service (its listen_address)")
-    where.add_argument("--listen", metavar="HOST:PORT",
-                       help="the address the service listens on (e.g. a demo's --listen)")
-    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
-                   help="the service's web config (https, client certificate, basic auth)")
+    where.add_argument(
+        "--listen", metavar="HOST:PORT", help="the address the service listens on (e.g. a demo's --listen)"
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="the service's web config (https, client certificate, basic auth)",
+    )
     p.add_argument("--timeout", type=float, default=4.0, help="seconds (default %(default)s)")
     p.set_defaults(func=cmd_healthcheck)
     return parser
@@ -108,10 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _log_flags(p: argparse.ArgumentParser, level: str | None) -> None:
     """`--log.level` and `--log.format`, named as in Prometheus' own tools."""
-    p.add_argument("--log.level", "--log-level", dest="log_level", default=level, choices=LEVELS,
-                   help="lowest level logged (default: " + (level or "the config's log_level, info") + ")")
-    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
-                   help="logfmt (default) or json lines, for log pipelines")
+    p.add_argument(
+        "--log.level",
+        "--log-level",
+        dest="log_level",
+        default=level,
+        choices=LEVELS,
+        help="lowest level logged (default: " + (level or "the config's log_level, info") + ")",
+    )
+    p.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=FORMATS,
+        help="logfmt (default) or json lines, for log pipelines",
+    )
 
 
 def setup_logging(level: str, fmt: str = "logfmt") -> None:
@@ -143,9 +182,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         split_address(args.listen)
     except ValueError as exc:
         raise ConfigError(f"--listen: {exc}") from None
-    asyncio.run(run_demo(_registry(), args.listen, Path(args.store) if args.store else None, args.duration,
-                         args.calls_per_second, args.failure_spike_at, args.max_calls,
-                         answer_drop_at=args.answer_drop_at))
+    asyncio.run(
+        run_demo(
+            _registry(),
+            args.listen,
+            Path(args.store) if args.store else None,
+            args.duration,
+            args.calls_per_second,
+            args.failure_spike_at,
+            args.max_calls,
+            answer_drop_at=args.answer_drop_at,
+        )
+    )
     return 0
 
 
@@ -163,8 +211,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     names = ", ".join(f"{a.name} ({a.provider.name})" for a in accounts) or "none"
     if notice := access_warning(config):  # a warning, not an error: a read-only exporter is valid
         print(f"warning: {notice}", file=sys.stderr)
-    print(f"{args.config}: OK — {len(accounts)} account(s): {names}; privacy: destination "
-          f"{config.privacy.destination}, provider_metadata {str(config.privacy.provider_metadata).lower()}")
+    print(
+        f"{args.config}: OK — {len(accounts)} account(s): {names}; privacy: destination "
+        f"{config.privacy.destination}, provider_metadata {str(config.privacy.provider_metadata).lower()}"
+    )
     return 0
 
 
@@ -191,9 +241,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cutoff = datetime.fromtimestamp(before, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"{config.store_path}: deleted {deleted} call record(s) not watched and last active before {cutoff}")
     if not truncated:
-        print("warning: the running service was writing, so the WAL could not be emptied: copies of deleted "
-              "records may linger in the -wal file until SQLite reuses it; run prune again a little later",
-              file=sys.stderr)
+        print(
+            "warning: the running service was writing, so the WAL could not be emptied: copies of deleted "
+            "records may linger in the -wal file until SQLite reuses it; run prune again a little later",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -209,16 +261,19 @@ def _registry() -> Registry:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     registry = load_registry()
-    rows = [{
-        "name": cls.name,
-        "description": cls.description,
-        "default_base_url": cls.default_base_url,
-        "call_id": cls.Params.model_fields["call_id"].description or "",
-        "settings": describe_model(cls.Settings),
-        "params": [f for f in describe_model(cls.Params) if f["name"] != "call_id"],
-        "statuses": {raw: state.value for raw, state in cls.status_map.items()},
-        "fake": name in registry.fakes,
-    } for name, cls in sorted(registry.providers.items())]
+    rows: list[dict[str, Any]] = [
+        {
+            "name": cls.name,
+            "description": cls.description,
+            "default_base_url": cls.default_base_url,
+            "call_id": cls.Params.model_fields["call_id"].description or "",
+            "settings": describe_model(cls.Settings),
+            "params": [f for f in describe_model(cls.Params) if f["name"] != "call_id"],
+            "statuses": {raw: state.value for raw, state in cls.status_map.items()},
+            "fake": name in registry.fakes,
+        }
+        for name, cls in sorted(registry.providers.items())
+    ]
     failures = [{"plugin": f.source, "error": f.error} for f in registry.failures]
     if args.json:
         print(json.dumps({"plugins": rows, "failures": failures}, indent=2, default=str))
@@ -284,8 +339,9 @@ def _api_client(args: argparse.Namespace) -> httpx.Client:
             headers["X-API-Token"] = token
     elif token:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.Client(base_url=args.url, headers=headers, auth=auth, timeout=60, trust_env=False,
-                        verify=args.ca_file or True)
+    return httpx.Client(
+        base_url=args.url, headers=headers, auth=auth, timeout=60, trust_env=False, verify=args.ca_file or True
+    )
 
 
 def _params(pairs: list[str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Coroutine, Mapping
 
 from .leases import PARTITIONS, PartitionLeases, partition_of
 from .store import StoreError
@@ -59,9 +59,16 @@ Adopt = Callable[[Collection[Any]], int]
 class LeasedShare:
     """This replica's leased partitions, and keeping its pollers to exactly those."""
 
-    def __init__(self, store: PostgresStore, pollers: Mapping[str, AccountPoller], adopt: Adopt,
-                 push: Callable[[str, dict[str, Any]], bool], on_change: Callable[[], Awaitable[None]],
-                 ttl: float = 10.0, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: PostgresStore,
+        pollers: Mapping[str, AccountPoller],
+        adopt: Adopt,
+        push: Callable[[str, dict[str, Any]], bool],
+        on_change: Callable[[], Coroutine[Any, Any, None]],
+        ttl: float = 10.0,
+        interval: float = 2.0,
+    ) -> None:
         self.store, self.pollers, self._adopt, self._push, self._on_change = store, pollers, adopt, push, on_change
         self.leases = PartitionLeases(store.connect, self, ttl=ttl, interval=interval)
         store.owner = self.leases.replica_id
@@ -112,8 +119,12 @@ class LeasedShare:
         loaded = 0
         async for chunk in self.store.iter_active(partitions=parts):
             loaded += self._adopt(chunk)
-        log.info("took %d partition(s) with %d watched call(s); %d partitions owned",
-                 len(parts), loaded, len(self.leases.owned))
+        log.info(
+            "took %d partition(s) with %d watched call(s); %d partitions owned",
+            len(parts),
+            loaded,
+            len(self.leases.owned),
+        )
         self._rates()
         await self._on_change()
 

@@ -13,10 +13,9 @@ import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, cast
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, TypeAdapter, ValidationError,
-                      field_validator)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .config_errors import config_error, field_path, format_validation_error, reason, validation_error
@@ -28,8 +27,19 @@ from .plugins import Registry
 from .privacy import Privacy
 from .provider import CallParams, Provider, ProviderSettings
 
-__all__ = ["Account", "AccountConfig", "Config", "ScopeInvalid", "format_validation_error", "load_config",
-           "param_defaults", "resolve_accounts", "secret_values", "split_address", "validate_scope"]
+__all__ = [
+    "Account",
+    "AccountConfig",
+    "Config",
+    "ScopeInvalid",
+    "format_validation_error",
+    "load_config",
+    "param_defaults",
+    "resolve_accounts",
+    "secret_values",
+    "split_address",
+    "validate_scope",
+]
 
 ENV_PREFIX = "OCE_"
 DEFAULT_BUCKETS = [5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600, 7200]
@@ -80,7 +90,9 @@ class Config(BaseSettings):
     #: a PostgreSQL URL (its password a secret): N replicas share the calls (store_path unused)
     store_url: SecretStr | None = None
     max_watch_seconds: float = Field(21600.0, gt=0)
-    histogram_buckets_seconds: list[float] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
+    histogram_buckets_seconds: list[float] = Field(
+        default_factory=lambda: [float(b) for b in DEFAULT_BUCKETS], min_length=1
+    )
     api_token: SecretStr | None = None
     #: when true, the API's reads (GET /api/v1/calls...) need the api_token too
     api_token_for_reads: bool = False
@@ -124,8 +136,11 @@ class Config(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Highest priority first: what code passes, the environment, the YAML file."""
@@ -175,8 +190,11 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] 
     A config without accounts is an error here (it would watch nothing); the demo builds its
     own `Config`.
     """
-    context = LoadContext(where=str(path) if path else "(no file)", path=Path(path) if path else None,
-                          environ=os.environ if environ is None else environ)
+    context = LoadContext(
+        where=str(path) if path else "(no file)",
+        path=Path(path) if path else None,
+        environ=os.environ if environ is None else environ,
+    )
     token = _LOADING.set(context)
     try:
         config = Config()
@@ -186,8 +204,12 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] 
         _LOADING.reset(token)
     config._load = LoadContext(where=context.where, renames=context.renames)  # not the raw data: it holds secrets
     if not config.accounts:
-        raise config_error(context.where, "accounts", "no account configured; add at least one under accounts: "
-                           "with name, provider and settings (outbound-call-exporter plugins lists the providers)")
+        raise config_error(
+            context.where,
+            "accounts",
+            "no account configured; add at least one under accounts: "
+            "with name, provider and settings (outbound-call-exporter plugins lists the providers)",
+        )
     return config
 
 
@@ -201,7 +223,9 @@ def resolve_accounts(config: Config, registry: Registry) -> list[Account]:
     """Instantiate each account's plugin with its validated settings."""
     names = {"accounts": [{"name": a.name} for a in config.accounts]}
     try:  # http_client: inherited key by key, files and TLS versions checked now
-        clients = resolve_http_clients(config, [field_path(("accounts", i), names) for i in range(len(config.accounts))])
+        clients = resolve_http_clients(
+            config, [field_path(("accounts", i), names) for i in range(len(config.accounts))]
+        )
     except ConfigError as exc:
         raise ConfigError(f"{config._load.where}: {exc}") from None
     return [_resolve_account(config, i, acc, registry, clients[i]) for i, acc in enumerate(config.accounts)]
@@ -217,8 +241,9 @@ def _resolve_account(config: Config, i: int, acc: AccountConfig, registry: Regis
     try:
         settings = cls.Settings.model_validate(acc.settings)
     except ValidationError as exc:
-        raise validation_error(load.where, exc, names, load.renames, base=("accounts", i, "settings"),
-                               known=cls.Settings.model_fields) from None
+        raise validation_error(
+            load.where, exc, names, load.renames, base=("accounts", i, "settings"), known=cls.Settings.model_fields
+        ) from None
     for j, scope in enumerate(acc.watch):
         try:
             validate_scope(cls, scope)
@@ -230,10 +255,15 @@ def _resolve_account(config: Config, i: int, acc: AccountConfig, registry: Regis
     cadence = dict(cls.cadence)
     cadence.update({State(k): v for k, v in acc.poll_interval_seconds.items()})
     return Account(
-        name=acc.name, provider=cls(settings, acc.base_url), config=acc, cadence=cadence,
+        name=acc.name,
+        provider=cls(settings, acc.base_url),
+        config=acc,
+        cadence=cadence,
         defaults=param_defaults(settings, cls.Params),
         secret_fields=frozenset(k for k, v in settings.__dict__.items() if isinstance(v, SecretStr)),
-        secrets=secret_values(settings) + client.secrets, privacy=config.privacy, http_client=client,
+        secrets=secret_values(settings) + client.secrets,
+        privacy=config.privacy,
+        http_client=client,
     )
 
 
@@ -249,8 +279,9 @@ def param_defaults(settings: ProviderSettings, params: type[CallParams]) -> dict
 
 def secret_values(settings: ProviderSettings) -> tuple[str, ...]:
     """The plain values of every secret field, so the host can scrub them from extras."""
-    return tuple(v.get_secret_value() for v in settings.__dict__.values()
-                 if isinstance(v, SecretStr) and v.get_secret_value())
+    return tuple(
+        v.get_secret_value() for v in settings.__dict__.values() if isinstance(v, SecretStr) and v.get_secret_value()
+    )
 
 
 class ScopeInvalid(ValueError):
@@ -266,7 +297,7 @@ def validate_scope(cls: type[Provider], value: Any) -> dict[str, str]:
     if not cls.supports("list"):
         raise ScopeInvalid(f"provider {cls.name} has no list endpoint, so it cannot watch scopes")
     if not isinstance(value, dict) or len(value) != 1:
-        raise ScopeInvalid("a scope is an object with exactly one key, e.g. {\"agent_id\": \"...\"}")
+        raise ScopeInvalid('a scope is an object with exactly one key, e.g. {"agent_id": "..."}')
     [(key, scope_value)] = value.items()
     if key not in cls.scope_keys:
         supported = ", ".join(sorted(cls.scope_keys))
@@ -277,7 +308,7 @@ def validate_scope(cls: type[Provider], value: Any) -> dict[str, str]:
     # an optional param (`Uuid | None = None`) carries no metadata of its own
     annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
     try:
-        TypeAdapter(annotation).validate_python(scope_value)
+        TypeAdapter(cast(Any, annotation)).validate_python(scope_value)
     except ValidationError as exc:
         raise ScopeInvalid(reason(exc.errors(include_input=False)[0], (key,), []), key) from None
     return {key: scope_value}

@@ -24,8 +24,10 @@ Renames = Mapping[tuple[str, ...], str]
 # validator branch of a union) are not keys the user wrote
 _MARKER = re.compile(r"^\[key\]$|^[a-z-]+\[.*\]$")
 _PREFIXES = ("Value error, ", "Assertion failed, ")
-_PATTERNS = {UUID_PATTERN: "must be a UUID (8-4-4-4-12 hexadecimal digits)",
-             PATH_SEGMENT_PATTERN: "must be 1-128 characters of A-Z a-z 0-9 . _ : -"}
+_PATTERNS = {
+    UUID_PATTERN: "must be a UUID (8-4-4-4-12 hexadecimal digits)",
+    PATH_SEGMENT_PATTERN: "must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+}
 
 
 def config_error(where: str, path: str, reason: str) -> ConfigError:
@@ -34,8 +36,14 @@ def config_error(where: str, path: str, reason: str) -> ConfigError:
     return ConfigError(f"{where}: {path}: {reason}" if path else f"{where}: {reason}")
 
 
-def validation_error(where: str, exc: ValidationError, data: Any = None, renames: Renames | None = None,
-                     base: tuple[Any, ...] = (), known: Iterable[str] = ()) -> ConfigError:
+def validation_error(
+    where: str,
+    exc: ValidationError,
+    data: Any = None,
+    renames: Renames | None = None,
+    base: tuple[Any, ...] = (),
+    known: Iterable[str] = (),
+) -> ConfigError:
     """A pydantic error as a `ConfigError`: one `<file>: <path>: <reason>` line per problem."""
     lines = [f"{where}: {path}: {reason}" for path, reason in _problems(exc, data, renames, base, known)]
     return ConfigError("\n".join(lines))
@@ -46,8 +54,9 @@ def format_validation_error(exc: ValidationError, data: Any = None) -> str:
     return "; ".join(f"{path}: {reason}" for path, reason in _problems(exc, data, None, (), ()))
 
 
-def _problems(exc: ValidationError, data: Any, renames: Renames | None, base: tuple[Any, ...],
-              known: Iterable[str]) -> list[tuple[str, str]]:
+def _problems(
+    exc: ValidationError, data: Any, renames: Renames | None, base: tuple[Any, ...], known: Iterable[str]
+) -> list[tuple[str, str]]:
     known = sorted(set(known))
     out = []
     for err in exc.errors(include_input=False, include_url=False):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Mapping, get_origin
 
@@ -53,7 +54,7 @@ class YamlFile(YamlConfigSettingsSource):
         # the base class skips a missing file silently; a named config file must exist
         return self._read_file(Path(files)) if files is not None else {}
 
-    def _read_file(self, file_path: Path) -> dict[str, Any]:
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
         where = self.context.where
         try:
             text = file_path.read_text(encoding="utf-8")
@@ -80,8 +81,7 @@ class Environment(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self.context.environ, self.case_sensitive, self.env_ignore_empty,
-                              self.env_parse_none_str)
+        return parse_env_vars(self.context.environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
@@ -104,9 +104,12 @@ class Environment(EnvSettingsSource):
             index = _list_index(merged, head)
             if index is None:
                 known = ", ".join(str(i.get("name", n)) for n, i in enumerate(merged) if isinstance(i, dict))
-                raise config_error(self.context.where, f"{name}[{head}]",
-                                   f"{self.env_prefix.upper()}{name.upper()}__{head.upper()}__… names no item of "
-                                   f"{name} (by index or name: {known or 'the list is empty'})")
+                raise config_error(
+                    self.context.where,
+                    f"{name}[{head}]",
+                    f"{self.env_prefix.upper()}{name.upper()}__{head.upper()}__… names no item of "
+                    f"{name} (by index or name: {known or 'the list is empty'})",
+                )
             merged[index] = _deep_merge(merged[index], override)
         return merged
 

@@ -42,11 +42,18 @@ FRESH_PREFIX = "oce-demo-"
 
 
 def demo_config(fakes: dict[str, FakeProvider], listen: str, store: Path) -> Config:
-    accounts = [{
-        "name": f"{ACCOUNT_PREFIX}{name}", "provider": name, "base_url": fake.url, "settings": fake.demo_settings(),
-        "max_concurrency": 16, "max_requests_per_second": 200,
-        "poll_interval_seconds": {"queued": 1, "dialing": 1, "in_progress": 3, "unknown": 3},
-    } for name, fake in fakes.items()]
+    accounts = [
+        {
+            "name": f"{ACCOUNT_PREFIX}{name}",
+            "provider": name,
+            "base_url": fake.url,
+            "settings": fake.demo_settings(),
+            "max_concurrency": 16,
+            "max_requests_per_second": 200,
+            "poll_interval_seconds": {"queued": 1, "dialing": 1, "in_progress": 3, "unknown": 3},
+        }
+        for name, fake in fakes.items()
+    ]
     return Config(listen_address=listen, store_path=store, accounts=accounts, max_watch_seconds=DEMO_MAX_WATCH_SECONDS)
 
 
@@ -69,8 +76,9 @@ async def adopt_stored_calls(store_path: Path, fakes: dict[str, FakeProvider], r
     return adopted
 
 
-def adopt(fake: FakeProvider, status_map: Mapping[str, State], call_id: str, params: dict[str, Any],
-          state: State) -> None:
+def adopt(
+    fake: FakeProvider, status_map: Mapping[str, State], call_id: str, params: dict[str, Any], state: State
+) -> None:
     """Script a call the fake never created, its clock set where the call shows `state` (as the
     plugin reads the raw statuses), ending in an outcome of the usual mix."""
     outcomes = [s for s in DEFAULT_MIX if s in fake.raw_status]
@@ -82,13 +90,28 @@ def adopt(fake: FakeProvider, status_map: Mapping[str, State], call_id: str, par
     call.created = time.time() - at / fake.speed
 
 
-async def run_demo(registry: Registry, listen: str, store: Path | None, duration: float | None,
-                   calls_per_second: float, failure_spike_at: float | None, max_calls: int | None = None,
-                   answer_drop_at: float | None = None) -> None:
+async def run_demo(
+    registry: Registry,
+    listen: str,
+    store: Path | None,
+    duration: float | None,
+    calls_per_second: float,
+    failure_spike_at: float | None,
+    max_calls: int | None = None,
+    answer_drop_at: float | None = None,
+) -> None:
     if store is None:
         with tempfile.TemporaryDirectory(prefix=FRESH_PREFIX) as tmp:
-            return await run_demo(registry, listen, Path(tmp) / "demo.db", duration, calls_per_second,
-                                  failure_spike_at, max_calls, answer_drop_at)
+            return await run_demo(
+                registry,
+                listen,
+                Path(tmp) / "demo.db",
+                duration,
+                calls_per_second,
+                failure_spike_at,
+                max_calls,
+                answer_drop_at,
+            )
     fakes: dict[str, FakeProvider] = {}
     for name, fake_cls in sorted(registry.fakes.items()):
         if name in registry.providers:
@@ -105,11 +128,15 @@ async def run_demo(registry: Registry, listen: str, store: Path | None, duration
     started = time.monotonic()
 
     async def traffic(url: str) -> None:
-        print(f"demo: {len(fakes)} fake provider(s) ({', '.join(fakes)}) on 127.0.0.1; "
-              f"metrics at {url}/metrics, calls at {url}/api/v1/calls; "
-              f"store {store} ({'new' if fresh else 'kept from an earlier run'})", flush=True)
-        mixes = {at: mix for at, mix in ((failure_spike_at, SPIKE_MIX), (answer_drop_at, ANSWER_DROP_MIX))
-                 if at is not None}
+        print(
+            f"demo: {len(fakes)} fake provider(s) ({', '.join(fakes)}) on 127.0.0.1; "
+            f"metrics at {url}/metrics, calls at {url}/api/v1/calls; "
+            f"store {store} ({'new' if fresh else 'kept from an earlier run'})",
+            flush=True,
+        )
+        mixes = {
+            at: mix for at, mix in ((failure_spike_at, SPIKE_MIX), (answer_drop_at, ANSWER_DROP_MIX)) if at is not None
+        }
         asyncio.create_task(_generate(service, fakes, calls_per_second, started, mixes, stop, max_calls))
         if duration is not None:
             asyncio.get_running_loop().call_later(duration, stop.set)
@@ -121,8 +148,15 @@ async def run_demo(registry: Registry, listen: str, store: Path | None, duration
             await fake.stop()
 
 
-async def _generate(service: Service, fakes: dict[str, FakeProvider], rate: float, started: float,
-                    mixes: dict[float, Mapping[State, float]], stop: asyncio.Event, max_calls: int | None) -> None:
+async def _generate(
+    service: Service,
+    fakes: dict[str, FakeProvider],
+    rate: float,
+    started: float,
+    mixes: dict[float, Mapping[State, float]],
+    stop: asyncio.Event,
+    max_calls: int | None,
+) -> None:
     """Create calls at the fakes and register them, `rate` per second in all (Poisson arrivals).
 
     `mixes`: seconds after start -> the outcome mix from then on (DEFAULT_MIX before any).

@@ -40,8 +40,7 @@ def _tls_context(tls: TLSServerConfig) -> ssl.SSLContext:
     return context
 
 
-def check(config_path: str | None, listen: str | None, web_config_path: str | None,
-          timeout: float) -> tuple[bool, str]:
+def check(config_path: str | None, listen: str | None, web_config_path: str | None, timeout: float) -> tuple[bool, str]:
     """(healthy, what to print). Config errors are unhealthy too, with their message."""
     try:
         if config_path:

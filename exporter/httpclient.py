@@ -34,8 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"outbound-call-exporter/{__version__}"
-TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 #: names that are never sent to a proxy taken from the environment (as Go's ProxyFromEnvironment)
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
@@ -100,8 +104,7 @@ def merge(default: HTTPClientConfig, override: HTTPClientConfig | None) -> HTTPC
     merged = default.model_copy(update={k: getattr(override, k) for k in keys})
     if "tls_config" in override.model_fields_set:
         tls = override.tls_config
-        merged.tls_config = default.tls_config.model_copy(
-            update={k: getattr(tls, k) for k in tls.model_fields_set})
+        merged.tls_config = default.tls_config.model_copy(update={k: getattr(tls, k) for k in tls.model_fields_set})
     return merged
 
 
@@ -140,8 +143,9 @@ class HTTPClient:
         except KeyError:
             pass
         proxy = self.proxies.get(scheme)
-        if proxy is not None and _bypassed(host, port or (443 if scheme == "https" else 80), self.no_proxy,
-                                           self.bypass_loopback):
+        if proxy is not None and _bypassed(
+            host, port or (443 if scheme == "https" else 80), self.no_proxy, self.bypass_loopback
+        ):
             proxy = None
         if len(self._chosen) < 1024:
             self._chosen[key] = proxy
@@ -157,12 +161,15 @@ def resolve_http_clients(config: "Config", labels: list[str]) -> list[HTTPClient
     """One `HTTPClient` per account (labels name them in errors); also checks the top level."""
     contexts: dict[tuple[Any, ...], ssl.SSLContext] = {}
     resolve(config.http_client, "http_client", contexts)
-    return [resolve(merge(config.http_client, acc.http_client), f"{label}.http_client", contexts)
-            for acc, label in zip(config.accounts, labels)]
+    return [
+        resolve(merge(config.http_client, acc.http_client), f"{label}.http_client", contexts)
+        for acc, label in zip(config.accounts, labels)
+    ]
 
 
-def resolve(cfg: HTTPClientConfig, where: str,
-            contexts: dict[tuple[Any, ...], ssl.SSLContext] | None = None) -> HTTPClient:
+def resolve(
+    cfg: HTTPClientConfig, where: str, contexts: dict[tuple[Any, ...], ssl.SSLContext] | None = None
+) -> HTTPClient:
     """The client for one (merged) config; the environment's proxies are read now."""
     tls = cfg.tls_config
     if tls.key_file is not None and tls.cert_file is None:
@@ -173,8 +180,9 @@ def resolve(cfg: HTTPClientConfig, where: str,
     contexts = {} if contexts is None else contexts
     if key not in contexts:
         contexts[key] = build_ssl_context(tls, f"{where}.tls_config")
-    headers = {name: ", ".join(v.get_secret_value() for v in values)
-               for name, values in cfg.proxy_connect_header.items()}
+    headers = {
+        name: ", ".join(v.get_secret_value() for v in values) for name, values in cfg.proxy_connect_header.items()
+    }
     secrets = [v for v in headers.values() if v]
     proxies: dict[str, Proxy] = {}
     no_proxy = _split(cfg.no_proxy)
@@ -186,9 +194,16 @@ def resolve(cfg: HTTPClientConfig, where: str,
         no_proxy += env_no_proxy
     for proxy in proxies.values():
         secrets += [s for s in (proxy.url.password, proxy.url.raw_password) if s]
-    return HTTPClient(ssl_context=contexts[key], server_name=tls.server_name, follow_redirects=cfg.follow_redirects,
-                      insecure=tls.insecure_skip_verify, proxies=proxies, no_proxy=no_proxy,
-                      bypass_loopback=cfg.proxy_url is None, secrets=tuple(dict.fromkeys(secrets)))
+    return HTTPClient(
+        ssl_context=contexts[key],
+        server_name=tls.server_name,
+        follow_redirects=cfg.follow_redirects,
+        insecure=tls.insecure_skip_verify,
+        proxies=proxies,
+        no_proxy=no_proxy,
+        bypass_loopback=cfg.proxy_url is None,
+        secrets=tuple(dict.fromkeys(secrets)),
+    )
 
 
 def build_ssl_context(tls: TLSConfig, where: str) -> ssl.SSLContext:
@@ -203,8 +218,9 @@ def build_ssl_context(tls: TLSConfig, where: str) -> ssl.SSLContext:
         try:
             context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
         except (ssl.SSLError, OSError) as exc:  # never the key's content, only OpenSSL's reason
-            raise ConfigError(f"{where}.cert_file: cannot load {tls.cert_file} with key_file {tls.key_file}: "
-                              f"{_ssl_reason(exc)}") from None
+            raise ConfigError(
+                f"{where}.cert_file: cannot load {tls.cert_file} with key_file {tls.key_file}: {_ssl_reason(exc)}"
+            ) from None
     if tls.min_version is not None:
         context.minimum_version = TLS_VERSIONS[tls.min_version]
     if tls.insecure_skip_verify:

@@ -11,7 +11,6 @@ the most recent finished calls linked to their records. Every time is UTC, ISO 8
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from html import escape
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote
@@ -56,48 +55,77 @@ async def render(service: Service) -> str:
     recent = await recent_finished(service)
     pollers = sorted(service.pollers.values(), key=lambda p: p.name)
     hour = [_merge([p.history.series(now) for p in pollers])] if pollers else []
-    return "".join([
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta http-equiv='refresh' content='10'>",
-        f"<title>outbound-call-exporter</title><style>{STYLE}</style></head><body>",
-        f"<h1>outbound-call-exporter <span class='muted'>{escape(__version__)}</span></h1>",
-        "<p><a href='/metrics'>Metrics</a> · <a href='/api/v1/calls'>Calls API</a> · ",
-        "<a href='/api/v1/openapi.json'>OpenAPI</a> · <a href='/-/healthy'>Health</a> · ",
-        "<a href='/-/ready'>Ready</a></p>",
-        f"<p class='muted'>As of {_time(now)} (UTC); refreshes every 10 s.</p>",
-        "<h2>Finished calls per minute, last hour</h2>",
-        chart(hour[0], 720, 120, "all accounts", axis=True) if hour else "<p class='muted'>No accounts.</p>",
-        _legend(),
-        "<h2>Accounts</h2>",
-        _table("accounts", ["account", "provider", "up", "last successful poll", "answer rate",
-                            "technical failures", "last hour"],
-               (_account_row(service, p, now) for p in pollers)),
-        "<p class='muted'>Answer rate: completed ÷ finished; technical failures: (failed + expired) ÷ "
-        "finished; finished excludes cancelled, counted since the exporter started.</p>",
-        "<h2>Watched calls</h2>",
-        _table("watched", ["account", "provider"] + [s.value for s in ACTIVE_STATES],
-               ([p.name, p.provider_name] + [p.counts.get(s, 0) for s in ACTIVE_STATES] for p in pollers)),
-        "<h2>Finished since start</h2>",
-        _table("finished", ["account", "provider"] + [s.value for s in FINAL_STATES],
-               ([p.name, p.provider_name] + [_finished(service, p.provider_name, p.name, s)
-                                             for s in FINAL_STATES] for p in pollers)),
-        "<h2>Recently finished</h2>",
-        _table("recent", ["ended", "account", "call id", "state", "provider status", "reason"],
-               ([Html(_time(r.ended_at or r.last_polled_at or r.first_seen_at)), r.account, _call_link(r), r.state,
-                 r.provider_status or "", r.reason or ""] for r in recent)) if recent
-        else "<p class='muted'>No finished calls yet.</p>",
-        "</body></html>",
-    ])
+    return "".join(
+        [
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+            "<meta http-equiv='refresh' content='10'>",
+            f"<title>outbound-call-exporter</title><style>{STYLE}</style></head><body>",
+            f"<h1>outbound-call-exporter <span class='muted'>{escape(__version__)}</span></h1>",
+            "<p><a href='/metrics'>Metrics</a> · <a href='/api/v1/calls'>Calls API</a> · ",
+            "<a href='/api/v1/openapi.json'>OpenAPI</a> · <a href='/-/healthy'>Health</a> · ",
+            "<a href='/-/ready'>Ready</a></p>",
+            f"<p class='muted'>As of {_time(now)} (UTC); refreshes every 10 s.</p>",
+            "<h2>Finished calls per minute, last hour</h2>",
+            chart(hour[0], 720, 120, "all accounts", axis=True) if hour else "<p class='muted'>No accounts.</p>",
+            _legend(),
+            "<h2>Accounts</h2>",
+            _table(
+                "accounts",
+                ["account", "provider", "up", "last successful poll", "answer rate", "technical failures", "last hour"],
+                (_account_row(service, p, now) for p in pollers),
+            ),
+            "<p class='muted'>Answer rate: completed ÷ finished; technical failures: (failed + expired) ÷ "
+            "finished; finished excludes cancelled, counted since the exporter started.</p>",
+            "<h2>Watched calls</h2>",
+            _table(
+                "watched",
+                ["account", "provider"] + [s.value for s in ACTIVE_STATES],
+                ([p.name, p.provider_name] + [p.counts.get(s, 0) for s in ACTIVE_STATES] for p in pollers),
+            ),
+            "<h2>Finished since start</h2>",
+            _table(
+                "finished",
+                ["account", "provider"] + [s.value for s in FINAL_STATES],
+                (
+                    [p.name, p.provider_name] + [_finished(service, p.provider_name, p.name, s) for s in FINAL_STATES]
+                    for p in pollers
+                ),
+            ),
+            "<h2>Recently finished</h2>",
+            _table(
+                "recent",
+                ["ended", "account", "call id", "state", "provider status", "reason"],
+                (
+                    [
+                        Html(_time(r.ended_at or r.last_polled_at or r.first_seen_at)),
+                        r.account,
+                        _call_link(r),
+                        r.state,
+                        r.provider_status or "",
+                        r.reason or "",
+                    ]
+                    for r in recent
+                ),
+            )
+            if recent
+            else "<p class='muted'>No finished calls yet.</p>",
+            "</body></html>",
+        ]
+    )
 
 
 def _account_row(service: Service, poller: Any, now: float) -> list[Any]:
     finished = {s: _finished(service, poller.provider_name, poller.name, s) for s in FINAL_STATES}
     up = poller.up(now)
     series = poller.history.series(now)
-    return [poller.name, poller.provider_name, Html(f"<span class='up-{'yes' if up else 'no'}'>"
-                                                    f"{'up' if up else 'down'}</span>"),
-            Html(_time(poller.last_success) if poller.last_success else "<span class='muted'>never</span>"),
-            *outcome_ratios(finished), Html(chart(series, 180, 28, poller.name))]
+    return [
+        poller.name,
+        poller.provider_name,
+        Html(f"<span class='up-{'yes' if up else 'no'}'>{'up' if up else 'down'}</span>"),
+        Html(_time(poller.last_success) if poller.last_success else "<span class='muted'>never</span>"),
+        *outcome_ratios(finished),
+        Html(chart(series, 180, 28, poller.name)),
+    ]
 
 
 def outcome_ratios(finished: dict[State, int]) -> tuple[str, str]:
@@ -124,35 +152,48 @@ def chart(minutes: Sequence[Minute], width: int, height: int, label: str, axis: 
             if n:
                 h = n / peak * (height - 2)
                 y -= h
-                rects.append(f"<rect x='{i * step:.1f}' y='{y:.1f}' width='{max(step - 1, 1):.1f}' "
-                             f"height='{h:.1f}' class='{css}'/>")
+                rects.append(
+                    f"<rect x='{i * step:.1f}' y='{y:.1f}' width='{max(step - 1, 1):.1f}' "
+                    f"height='{h:.1f}' class='{css}'/>"
+                )
                 parts.append(f"{n} {name}")
         tip = f"{_hhmm(minute.start)}: {minute.total} finished ({', '.join(parts)})"
         bars.append(f"<g><title>{escape(tip)}</title>{''.join(rects)}</g>")
     total = sum(m.total for m in minutes)
     full = height + (16 if axis else 0)
-    ticks = "".join(f"<text x='{i * step:.1f}' y='{full - 3}' class='tick'>{_hhmm(m.start)}</text>"
-                    for i, m in enumerate(minutes)
-                    if axis and (len(minutes) - 1 - i) % 15 == 0 and i < len(minutes) - 5)
+    ticks = "".join(
+        f"<text x='{i * step:.1f}' y='{full - 3}' class='tick'>{_hhmm(m.start)}</text>"
+        for i, m in enumerate(minutes)
+        if axis and (len(minutes) - 1 - i) % 15 == 0 and i < len(minutes) - 5
+    )
     if axis:
         ticks += f"<text x='{width - 2}' y='{full - 3}' class='tick' text-anchor='end'>now</text>"
     if axis and total:
         ticks += f"<text x='3' y='12' class='tick'>{peak}/min</text>"
-    return (f"<svg class='chart' width='{width}' height='{full}' viewBox='0 0 {width} {full}' role='img' "
-            f"data-total='{total}' aria-label='{escape(label)}: {total} calls finished in the last hour, "
-            f"at most {peak if total else 0} per minute'><rect class='bg' width='{width}' height='{height}'/>"
-            f"{''.join(bars)}{ticks}</svg>")
+    return (
+        f"<svg class='chart' width='{width}' height='{full}' viewBox='0 0 {width} {full}' role='img' "
+        f"data-total='{total}' aria-label='{escape(label)}: {total} calls finished in the last hour, "
+        f"at most {peak if total else 0} per minute'><rect class='bg' width='{width}' height='{height}'/>"
+        f"{''.join(bars)}{ticks}</svg>"
+    )
 
 
 def _merge(series: list[list[Minute]]) -> list[Minute]:
-    return [Minute(minutes[0].start, {s: sum(m.counts[s] for m in minutes) for s in FINAL_STATES})
-            for minutes in zip(*series)]
+    return [
+        Minute(minutes[0].start, {s: sum(m.counts[s] for m in minutes) for s in FINAL_STATES})
+        for minutes in zip(*series)
+    ]
 
 
 def _legend() -> str:
-    return "<p class='legend muted'>" + " ".join(
-        f"<svg width='10' height='10'><rect class='{css}' width='10' height='10'/></svg> {escape(name)}"
-        for name, css, _ in GROUPS) + "</p>"
+    return (
+        "<p class='legend muted'>"
+        + " ".join(
+            f"<svg width='10' height='10'><rect class='{css}' width='10' height='10'/></svg> {escape(name)}"
+            for name, css, _ in GROUPS
+        )
+        + "</p>"
+    )
 
 
 def _hhmm(ts: float) -> str:
@@ -171,7 +212,8 @@ def _call_link(record: CallRecord) -> Html:
 
 def _finished(service: Service, provider: str, account: str, state: State) -> int:
     value = service.metrics.registry.get_sample_value(
-        "outbound_calls_finished_total", {"provider": provider, "account": account, "state": state.value})
+        "outbound_calls_finished_total", {"provider": provider, "account": account, "state": state.value}
+    )
     return int(value or 0)
 
 

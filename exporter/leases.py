@@ -89,8 +89,14 @@ class LeaseListener(Protocol):
 class PartitionLeases:
     """This replica's share of the partitions, kept by a background cycle."""
 
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], listener: LeaseListener,
-                 ttl: float = 10.0, interval: float = 2.0, handover_step: int = 16) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        listener: LeaseListener,
+        ttl: float = 10.0,
+        interval: float = 2.0,
+        handover_step: int = 16,
+    ) -> None:
         if interval * 2 >= ttl:
             raise ValueError("lease interval must be under half the ttl")
         self.replica_id = uuid.uuid4()
@@ -178,8 +184,9 @@ class PartitionLeases:
         conn = await self._connection()
         self.live_replicas = await conn.fetchval(_HEARTBEAT, self.replica_id, self.ttl, timeout=self.interval)
         target = math.ceil(PARTITIONS / max(1, self.live_replicas))
-        rows = await conn.fetch(_RENEW_AND_ACQUIRE, self.replica_id, self.ttl, max(0, target - len(self.owned)),
-                                timeout=self.interval)
+        rows = await conn.fetch(
+            _RENEW_AND_ACQUIRE, self.replica_id, self.ttl, max(0, target - len(self.owned)), timeout=self.interval
+        )
         self._valid_until = started + self.ttl - self.interval
         held = {row["partition"]: row["epoch"] for row in rows}
         lost = {p for p, e in self.owned.items() if held.get(p) != e}  # a new epoch: lost, then gained

@@ -18,13 +18,33 @@ from .provider import CallParams
 class WatchedCall:
     """The little the poller keeps per watched call (memory is the scaling limit)."""
 
-    __slots__ = ("seq", "params", "state", "provider_status", "seen", "first_seen", "created_at",
-                 "answered_at", "events_recorded", "errors", "watching", "gen")
+    __slots__ = (
+        "seq",
+        "params",
+        "state",
+        "provider_status",
+        "seen",
+        "first_seen",
+        "created_at",
+        "answered_at",
+        "events_recorded",
+        "errors",
+        "watching",
+        "gen",
+    )
 
-    def __init__(self, seq: int, params: CallParams, first_seen: float, state: State = State.QUEUED,
-                 provider_status: str | None = None, seen: bool = False,
-                 created_at: float | None = None, answered_at: float | None = None,
-                 events_recorded: int = 0) -> None:
+    def __init__(
+        self,
+        seq: int,
+        params: CallParams,
+        first_seen: float,
+        state: State = State.QUEUED,
+        provider_status: str | None = None,
+        seen: bool = False,
+        created_at: float | None = None,
+        answered_at: float | None = None,
+        events_recorded: int = 0,
+    ) -> None:
         self.seq = seq
         self.params = compact(params)
         self.state = state
@@ -87,8 +107,13 @@ def _ts(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-def apply_status(call: WatchedCall, status: CallStatus, now: float, secrets: tuple[str, ...] = (),
-                 secret_fields: frozenset[str] = frozenset()) -> Outcome:
+def apply_status(
+    call: WatchedCall,
+    status: CallStatus,
+    now: float,
+    secrets: tuple[str, ...] = (),
+    secret_fields: frozenset[str] = frozenset(),
+) -> Outcome:
     """Move `call` to what `status` says and describe the change. Never leaves a terminal state."""
     out = Outcome(previous=call.state)
     if call.state.terminal:
@@ -99,22 +124,29 @@ def apply_status(call: WatchedCall, status: CallStatus, now: float, secrets: tup
         out.time_to_answer = max(0.0, answered - created)
     call.created_at, call.answered_at, call.seen = created, answered, True
     out.fields = {
-        "state": status.state.value, "provider_status": status.provider_status,
+        "state": status.state.value,
+        "provider_status": status.provider_status,
         "reason": scrub_text(status.reason, secrets),
-        "seen": 1, "created_at": created, "answered_at": answered, "ended_at": _ts(status.ended_at),
-        "duration_seconds": status.duration_seconds, "last_polled_at": now,
+        "seen": 1,
+        "created_at": created,
+        "answered_at": answered,
+        "ended_at": _ts(status.ended_at),
+        "duration_seconds": status.duration_seconds,
+        "last_polled_at": now,
         "extras": scrub(dict(status.extras), secrets, secret_fields),
     }
     if status.events:
-        fresh = status.events[call.events_recorded:]
+        fresh = status.events[call.events_recorded :]
         call.events_recorded = out.fields["events_seen"] = len(status.events)
         out.history = [(e.state.value, e.provider_status, _ts(e.at) or now) for e in fresh]
     if (status.state, status.provider_status) != (call.state, call.provider_status) and not (
-            out.history and out.history[-1][:2] == (status.state.value, status.provider_status)):
+        out.history and out.history[-1][:2] == (status.state.value, status.provider_status)
+    ):
         out.history.append((status.state.value, status.provider_status, _ts(status.state_since) or now))
     if call.provider_status != status.provider_status:  # kept per call: one shared copy of each value
-        call.provider_status = sys.intern(status.provider_status) if type(status.provider_status) is str \
-            else status.provider_status
+        call.provider_status = (
+            sys.intern(status.provider_status) if type(status.provider_status) is str else status.provider_status
+        )
     call.state = status.state
     if status.state.terminal:
         out.fields["watching"] = 0
@@ -146,6 +178,7 @@ def scrub_text(text: str | None, secrets: tuple[str, ...]) -> str | None:
 
 def scrub(extras: dict[str, Any], secrets: tuple[str, ...], secret_fields: frozenset[str]) -> dict[str, Any]:
     """Drop keys named like a secret setting and any value that contains a secret."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items() if k not in secret_fields and not _leaks(v)}

@@ -58,9 +58,13 @@ def setup(level: str = "info", fmt: str = "logfmt", stream: Any = None) -> None:
 
 def _pairs(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, Any]:
     ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-    name = record.name[len(_PACKAGE):] if record.name.startswith(_PACKAGE) else record.name
-    pairs: dict[str, Any] = {"ts": ts, "level": _LEVEL_NAMES.get(record.levelname, record.levelname.lower()),
-                             "logger": name, "msg": record.getMessage()}
+    name = record.name[len(_PACKAGE) :] if record.name.startswith(_PACKAGE) else record.name
+    pairs: dict[str, Any] = {
+        "ts": ts,
+        "level": _LEVEL_NAMES.get(record.levelname, record.levelname.lower()),
+        "logger": name,
+        "msg": record.getMessage(),
+    }
     for key, value in (getattr(record, "fields", None) or {}).items():
         pairs.setdefault(key, value)
     if record.exc_info:
@@ -100,7 +104,7 @@ def cause(message: str) -> str:
     match = _PATH_PREFIX.match(message)
     if not match:
         return message
-    return f"{match[1]}: {message[match.end():]}" if match[1] else message[match.end():]
+    return f"{match[1]}: {message[match.end() :]}" if match[1] else message[match.end() :]
 
 
 def _ago(seconds: float) -> str:
@@ -111,8 +115,15 @@ def _ago(seconds: float) -> str:
 class AccountLog:
     """Rate-limited log lines about one account's requests, expiries and health."""
 
-    def __init__(self, account: str, provider: str, base_url: str, up: Callable[[float], bool],
-                 clock: Callable[[], float] = time.time, window: float = WINDOW_SECONDS) -> None:
+    def __init__(
+        self,
+        account: str,
+        provider: str,
+        base_url: str,
+        up: Callable[[float], bool],
+        clock: Callable[[], float] = time.time,
+        window: float = WINDOW_SECONDS,
+    ) -> None:
         self.account, self.host, self.up_now, self.clock, self.window = account, host_of(base_url), up, clock, window
         self.fields = {"account": account, "provider": provider, "host": self.host}
         self._task: asyncio.Task[None] | None = None
@@ -144,16 +155,25 @@ class AccountLog:
         self._last = f"{reason.value} ({detail})"
         if not self._failing:
             self._failing = True
-            self._emit(logging.WARNING, f"{self.account}: status request failed: {reason.value} ({detail}); "
-                       f"further failures are summarised every {self.window:g} s",
-                       event="request_failed", reason=reason.value, detail=detail)
+            self._emit(
+                logging.WARNING,
+                f"{self.account}: status request failed: {reason.value} ({detail}); "
+                f"further failures are summarised every {self.window:g} s",
+                event="request_failed",
+                reason=reason.value,
+                detail=detail,
+            )
 
     def expired(self, why: str) -> None:
         self.expiries[why] += 1
         if not self._expiring:
             self._expiring = True
-            self._emit(logging.WARNING, f"{self.account}: a call expired: {why}; further expiries are "
-                       f"summarised every {self.window:g} s", event="call_expired", why=why)
+            self._emit(
+                logging.WARNING,
+                f"{self.account}: a call expired: {why}; further expiries are summarised every {self.window:g} s",
+                event="call_expired",
+                why=why,
+            )
 
     # -- the clock: summaries and up/down transitions ----------------------------------------
 
@@ -166,22 +186,32 @@ class AccountLog:
         if self.failures:
             failed = sum(self.failures.values())
             level = logging.INFO if set(self.failures) <= CALL_LEVEL else logging.WARNING
-            self._emit(level, f"{self.account}: {failed} of {self.requests} status requests failed {span}: "
-                       f"{self._reasons()}", event="request_failures", failed=failed, requests=self.requests,
-                       reasons=",".join(r.value for r in self.failures))
+            self._emit(
+                level,
+                f"{self.account}: {failed} of {self.requests} status requests failed {span}: {self._reasons()}",
+                event="request_failures",
+                failed=failed,
+                requests=self.requests,
+                reasons=",".join(r.value for r in self.failures),
+            )
         if self.expiries:
             expired = sum(self.expiries.values())
             whys = "; ".join(f"{n} {why}" if len(self.expiries) > 1 else why for why, n in self.expiries.most_common())
-            self._emit(logging.WARNING, f"{self.account}: {expired} call(s) expired {span}: {whys}",
-                       event="calls_expired", expired=expired)
+            self._emit(
+                logging.WARNING,
+                f"{self.account}: {expired} call(s) expired {span}: {whys}",
+                event="calls_expired",
+                expired=expired,
+            )
         self._failing = self._failing and bool(self.failures)
         self._expiring = self._expiring and bool(self.expiries)
         self._reset(now)
 
     def _reasons(self) -> str:
         many = len(self.failures) > 1
-        return ", ".join(f"{f'{n} ' if many else ''}{r.value} ({self.details[r]})"
-                         for r, n in self.failures.most_common())
+        return ", ".join(
+            f"{f'{n} ' if many else ''}{r.value} ({self.details[r]})" for r, n in self.failures.most_common()
+        )
 
     def _health(self, now: float) -> None:
         up = self.up_now(now)
@@ -190,11 +220,18 @@ class AccountLog:
         self._was_up = up
         if not up:
             self._down_since = now
-            self._emit(logging.WARNING, f"{self.account}: account down (outbound_call_account_up 0): status "
-                       f"requests keep failing: {self._last}", event="account_down")
+            self._emit(
+                logging.WARNING,
+                f"{self.account}: account down (outbound_call_account_up 0): status "
+                f"requests keep failing: {self._last}",
+                event="account_down",
+            )
         else:
-            self._emit(logging.INFO, f"{self.account}: account up again after {_ago(now - self._down_since)}: "
-                       "status requests succeed", event="account_up")
+            self._emit(
+                logging.INFO,
+                f"{self.account}: account up again after {_ago(now - self._down_since)}: status requests succeed",
+                event="account_up",
+            )
 
     def _emit(self, level: int, msg: str, **fields: Any) -> None:
         log.log(level, msg, extra={"fields": {**fields, **self.fields}})

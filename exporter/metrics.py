@@ -40,8 +40,12 @@ WEBHOOK_RESULTS = ("accepted", "rejected", "invalid_signature", "unknown_call")
 #: SIP final responses common on outbound calls get their own label value; others their class
 SIP_CODES = frozenset({400, 403, 404, 408, 410, 480, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603})
 #: default failure reason when the provider says nothing beyond the state
-STATE_FAILURE_REASON = {State.BUSY: FailureReason.BUSY, State.NO_ANSWER: FailureReason.NO_ANSWER,
-                        State.CANCELLED: FailureReason.CANCELLED, State.FAILED: FailureReason.OTHER}
+STATE_FAILURE_REASON = {
+    State.BUSY: FailureReason.BUSY,
+    State.NO_ANSWER: FailureReason.NO_ANSWER,
+    State.CANCELLED: FailureReason.CANCELLED,
+    State.FAILED: FailureReason.OTHER,
+}
 
 
 def sip_code_label(code: int) -> str:
@@ -106,43 +110,76 @@ class AccountMetrics:
 class Metrics:
     """The exporter's own registry and metric families."""
 
-    def __init__(self, buckets: Sequence[float], accounts: Callable[[], Iterable[AccountView]],
-                 clock: Callable[[], float], store_write_errors: Callable[[], int] = lambda: 0,
-                 batches: Callable[[], Iterable[BatchJobs]] = tuple,
-                 partitions_owned: Callable[[], int] = lambda: PARTITIONS) -> None:
+    def __init__(
+        self,
+        buckets: Sequence[float],
+        accounts: Callable[[], Iterable[AccountView]],
+        clock: Callable[[], float],
+        store_write_errors: Callable[[], int] = lambda: 0,
+        batches: Callable[[], Iterable[BatchJobs]] = tuple,
+        partitions_owned: Callable[[], int] = lambda: PARTITIONS,
+    ) -> None:
         self.registry = CollectorRegistry()
         labels = ["provider", "account"]
         r = self.registry
-        self.registered = Counter("outbound_calls_registered", "Calls that started being watched.",
-                                  labels, registry=r)
-        self.finished = Counter("outbound_calls_finished", "Calls that reached each terminal state.",
-                                labels + ["state"], registry=r)
+        self.registered = Counter("outbound_calls_registered", "Calls that started being watched.", labels, registry=r)
+        self.finished = Counter(
+            "outbound_calls_finished", "Calls that reached each terminal state.", labels + ["state"], registry=r
+        )
         self.time_to_terminal = Histogram(
             "outbound_call_time_to_terminal_seconds",
             "Time from the call's creation (provider clock when given, else registration) to its terminal state.",
-            labels + ["state"], buckets=buckets, registry=r)
+            labels + ["state"],
+            buckets=buckets,
+            registry=r,
+        )
         self.requests = LoopFamily("outbound_call_status_requests", "Status requests sent to the provider.")
         r.register(self.requests)
-        self.errors = Counter("outbound_call_status_request_errors", "Failed status requests, by reason.",
-                              labels + ["reason"], registry=r)
-        self.request_duration = LoopFamily("outbound_call_status_request_duration_seconds",
-                                           "Latency of status requests.", buckets=LATENCY_BUCKETS)
+        self.errors = Counter(
+            "outbound_call_status_request_errors", "Failed status requests, by reason.", labels + ["reason"], registry=r
+        )
+        self.request_duration = LoopFamily(
+            "outbound_call_status_request_duration_seconds", "Latency of status requests.", buckets=LATENCY_BUCKETS
+        )
         r.register(self.request_duration)
-        self.time_to_answer = Histogram("outbound_call_time_to_answer_seconds",
-                                        "Time from the call's creation to the callee answering (provider clock).",
-                                        labels, buckets=ANSWER_BUCKETS, registry=r)
-        self.talk_time = Histogram("outbound_call_talk_time_seconds",
-                                   "Talk time of answered calls as reported by the provider.",
-                                   labels, buckets=TALK_BUCKETS, registry=r)
-        self.failures = Counter("outbound_call_failures", "Calls that ended without completing, by failure reason.",
-                                labels + ["reason"], registry=r)
-        self.sip_failures = Counter("outbound_call_sip_failures",
-                                    "Calls that failed with a SIP status code (common codes, else the class).",
-                                    labels + ["sip_code"], registry=r)
-        self.discovered = Counter("outbound_call_discovered", "Calls that started being watched, by where the "
-                                  "exporter learned of them (api, scope, webhook).", labels + ["source"], registry=r)
-        self.webhooks = Counter("outbound_call_webhooks", "Result webhooks received, by result (accepted, "
-                                "rejected, invalid_signature, unknown_call).", labels + ["result"], registry=r)
+        self.time_to_answer = Histogram(
+            "outbound_call_time_to_answer_seconds",
+            "Time from the call's creation to the callee answering (provider clock).",
+            labels,
+            buckets=ANSWER_BUCKETS,
+            registry=r,
+        )
+        self.talk_time = Histogram(
+            "outbound_call_talk_time_seconds",
+            "Talk time of answered calls as reported by the provider.",
+            labels,
+            buckets=TALK_BUCKETS,
+            registry=r,
+        )
+        self.failures = Counter(
+            "outbound_call_failures",
+            "Calls that ended without completing, by failure reason.",
+            labels + ["reason"],
+            registry=r,
+        )
+        self.sip_failures = Counter(
+            "outbound_call_sip_failures",
+            "Calls that failed with a SIP status code (common codes, else the class).",
+            labels + ["sip_code"],
+            registry=r,
+        )
+        self.discovered = Counter(
+            "outbound_call_discovered",
+            "Calls that started being watched, by where the exporter learned of them (api, scope, webhook).",
+            labels + ["source"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "outbound_call_webhooks",
+            "Result webhooks received, by result (accepted, rejected, invalid_signature, unknown_call).",
+            labels + ["result"],
+            registry=r,
+        )
         r.register(StateCollector(accounts, clock, store_write_errors, batches, partitions_owned))
 
     def _sip_failure(self, lv: tuple[str, str], code: str) -> Counter:
@@ -153,8 +190,9 @@ class Metrics:
         return AccountMetrics(
             registered=self.registered.labels(*lv),
             finished={s: self.finished.labels(*lv, s.value) for s in FINAL_STATES},
-            time_to_terminal={s: self.time_to_terminal.labels(*lv, s.value)
-                              for s in FINAL_STATES if s is not State.EXPIRED},
+            time_to_terminal={
+                s: self.time_to_terminal.labels(*lv, s.value) for s in FINAL_STATES if s is not State.EXPIRED
+            },
             requests=self.requests.labels(*lv),
             errors={e: self.errors.labels(*lv, e.value) for e in ErrorReason},
             request_duration=self.request_duration.labels(*lv),
@@ -232,17 +270,23 @@ class LoopFamily(Collector):
                 family.add_metric(list(lv), child.value)
             elif isinstance(child, LoopHistogram) and isinstance(family, HistogramMetricFamily):
                 cumulative = list(accumulate(child.counts))
-                family.add_metric(list(lv), [(floatToGoString(le), float(n)) for le, n in zip(child.upper, cumulative)],
-                                  child.sum)
+                family.add_metric(
+                    list(lv), [(floatToGoString(le), float(n)) for le, n in zip(child.upper, cumulative)], child.sum
+                )
         yield family
 
 
 class StateCollector(Collector):
     """Scrape-time gauges computed from the in-memory per-account state."""
 
-    def __init__(self, accounts: Callable[[], Iterable[AccountView]], clock: Callable[[], float],
-                 store_write_errors: Callable[[], int], batches: Callable[[], Iterable[BatchJobs]],
-                 partitions_owned: Callable[[], int] = lambda: PARTITIONS) -> None:
+    def __init__(
+        self,
+        accounts: Callable[[], Iterable[AccountView]],
+        clock: Callable[[], float],
+        store_write_errors: Callable[[], int],
+        batches: Callable[[], Iterable[BatchJobs]],
+        partitions_owned: Callable[[], int] = lambda: PARTITIONS,
+    ) -> None:
         self._partitions_owned = partitions_owned
         self._accounts = accounts
         self._clock = clock
@@ -251,38 +295,53 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
-        calls = GaugeMetricFamily("outbound_calls", "Watched calls currently in each non-terminal state.",
-                                  labels=["provider", "account", "state"])
-        up = GaugeMetricFamily("outbound_call_account_up",
-                               "1 while the account's status requests authenticate and succeed.",
-                               labels=["provider", "account"])
-        last = GaugeMetricFamily("outbound_call_last_successful_poll_timestamp_seconds",
-                                 "Unix time of the last successful status request (0 before the first).",
-                                 labels=["provider", "account"])
+        calls = GaugeMetricFamily(
+            "outbound_calls",
+            "Watched calls currently in each non-terminal state.",
+            labels=["provider", "account", "state"],
+        )
+        up = GaugeMetricFamily(
+            "outbound_call_account_up",
+            "1 while the account's status requests authenticate and succeed.",
+            labels=["provider", "account"],
+        )
+        last = GaugeMetricFamily(
+            "outbound_call_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful status request (0 before the first).",
+            labels=["provider", "account"],
+        )
         for acc in self._accounts():
             lv = [acc.provider_name, acc.name]
             for state in ACTIVE_STATES:
                 calls.add_metric(lv + [state.value], acc.counts.get(state, 0))
             up.add_metric(lv, 1.0 if acc.up(now) else 0.0)
             last.add_metric(lv, acc.last_success)
-        batches = GaugeMetricFamily("outbound_call_batch_jobs",
-                                    "Jobs of each watched, incomplete batch by the provider's job state "
-                                    "(the provider's own counters).",
-                                    labels=["provider", "account", "batch", "state"])
+        batches = GaugeMetricFamily(
+            "outbound_call_batch_jobs",
+            "Jobs of each watched, incomplete batch by the provider's job state (the provider's own counters).",
+            labels=["provider", "account", "batch", "state"],
+        )
         for provider, account, batch, counts in self._batches():
             for job_state, value in counts.items():
                 batches.add_metric([provider, account, batch, job_state], value)
         yield batches
-        yield CounterMetricFamily("outbound_call_store_write_errors",
-                                  "Failed writes of poll results to the store (kept in memory and retried).",
-                                  value=self._store_write_errors())
-        yield GaugeMetricFamily("outbound_call_exporter_partitions_owned",
-                                "Call partitions this process polls (with N replicas: those it leases).",
-                                value=self._partitions_owned())
-        yield GaugeMetricFamily("outbound_call_exporter_partitions",
-                                "The fixed number of call partitions (every one should be owned by a replica).",
-                                value=PARTITIONS)
-        info = GaugeMetricFamily("outbound_call_exporter_build_info", "Build information; always 1.",
-                                 labels=["version", "python_version"])
+        yield CounterMetricFamily(
+            "outbound_call_store_write_errors",
+            "Failed writes of poll results to the store (kept in memory and retried).",
+            value=self._store_write_errors(),
+        )
+        yield GaugeMetricFamily(
+            "outbound_call_exporter_partitions_owned",
+            "Call partitions this process polls (with N replicas: those it leases).",
+            value=self._partitions_owned(),
+        )
+        yield GaugeMetricFamily(
+            "outbound_call_exporter_partitions",
+            "The fixed number of call partitions (every one should be owned by a replica).",
+            value=PARTITIONS,
+        )
+        info = GaugeMetricFamily(
+            "outbound_call_exporter_build_info", "Build information; always 1.", labels=["version", "python_version"]
+        )
         info.add_metric([__version__, platform.python_version()], 1.0)
         yield from (calls, up, last, info)

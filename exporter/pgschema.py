@@ -95,8 +95,10 @@ async def migrate(conn: asyncpg.Connection) -> int:
         await conn.execute("CREATE TABLE IF NOT EXISTS oce_schema (version INTEGER NOT NULL)")
         version = await conn.fetchval("SELECT max(version) FROM oce_schema") or 0
         if version > len(MIGRATIONS):
-            raise SchemaError(f"the database's schema is version {version}; this exporter knows up to "
-                              f"{len(MIGRATIONS)} (upgrade the exporter)")
+            raise SchemaError(
+                f"the database's schema is version {version}; this exporter knows up to "
+                f"{len(MIGRATIONS)} (upgrade the exporter)"
+            )
         for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
             await conn.execute(sql)
             await conn.execute("INSERT INTO oce_schema (version) VALUES ($1)", number)

@@ -86,15 +86,21 @@ def _register_all(pm: pluggy.PluginManager, registry: Registry, plugins: Iterabl
             order.remove(exc.plugin)
 
 
-def _registering(registry: Registry, hook: str, target: dict[str, type[Any]], check: Callable[[type], None],
-                 key_attr: str, source: str) -> Callable[[type], None]:
+def _registering(
+    registry: Registry,
+    hook: str,
+    target: dict[str, type[Any]],
+    check: Callable[[type], None],
+    key_attr: str,
+    source: str,
+) -> Callable[[type], None]:
     """The `register` callable a plugin's `hook` gets: validate, refuse duplicates, record."""
+
     def register(cls: type) -> None:
         check(cls)
         key = getattr(cls, key_attr)
         if key in target:
-            raise ValueError(f"name {key!r} is already registered by plugin "
-                             f"{registry.sources.get(hook + key, '?')!r}")
+            raise ValueError(f"name {key!r} is already registered by plugin {registry.sources.get(hook + key, '?')!r}")
         target[key] = cls
         registry.sources[hook + key] = source
 
@@ -178,12 +184,13 @@ def describe_model(model: type[BaseModel]) -> list[dict[str, object]]:
     """Fields of a settings/params model for `plugins` output: name, type, required, secret."""
     rows = []
     for fname, info in model.model_fields.items():
-        rows.append({
-            "name": fname,
-            "required": info.is_required(),
-            "secret": "SecretStr" in repr(info.annotation),
-            "default": None if info.is_required() else info.default,
-            "description": info.description or "",
-        })
+        rows.append(
+            {
+                "name": fname,
+                "required": info.is_required(),
+                "secret": "SecretStr" in repr(info.annotation),
+                "default": None if info.is_required() else info.default,
+                "description": info.description or "",
+            }
+        )
     return rows
-

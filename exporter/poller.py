@@ -231,8 +231,11 @@ class AccountPoller:
             self.counts[call.state] = self.counts.get(call.state, 0) + 1
         call.errors = 0
         answered = outcome.time_to_answer
-        self._write(call, Update(call.seq, outcome.fields, polls=polls, history=outcome.history),
-                    None if answered is None else partial(self.metrics.time_to_answer.observe, answered))
+        self._write(
+            call,
+            Update(call.seq, outcome.fields, polls=polls, history=outcome.history),
+            None if answered is None else partial(self.metrics.time_to_answer.observe, answered),
+        )
         self.dispatcher.schedule(call, self.account.cadence[call.state])
 
     def _finish(self, call: WatchedCall, outcome: Outcome, now: float, polls: int = 0) -> None:
@@ -240,8 +243,11 @@ class AccountPoller:
         self.counts[outcome.previous] -= 1
         del self.calls[call.call_id]
         call.watching = False
-        self._write(call, Update(call.seq, outcome.fields, polls=polls, history=outcome.history),
-                    partial(self._count_finished, outcome, now))
+        self._write(
+            call,
+            Update(call.seq, outcome.fields, polls=polls, history=outcome.history),
+            partial(self._count_finished, outcome, now),
+        )
 
     def _count_finished(self, outcome: Outcome, now: float) -> None:
         if outcome.time_to_answer is not None:
@@ -311,7 +317,7 @@ class AccountPoller:
                 history=[(status.state.value, status.provider_status, at.timestamp() if at else now)]
                 if conflict
                 else [],
-            )
+            ),
         )
 
 

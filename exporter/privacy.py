@@ -38,7 +38,8 @@ OMITTED = "[number omitted]"
 #: E.164 country codes of two digits (1 and 7 are the one-digit ones; every other code has three)
 _TWO_DIGIT_CODES = frozenset(
     "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
-    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split())
+    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split()
+)
 #: a phone number in free text: an optional `+`, then 7-15 digits, single separators allowed
 _NUMBER = re.compile(r"\+?\d(?:[ .()-]?\d){6,14}")
 _NON_DIGIT = re.compile(r"\D")
@@ -83,8 +84,12 @@ class Privacy(BaseModel):
         text = _TextMasker(tuple(known), omit=not masked)
         for key in free:
             kept[key] = text.deep(kept[key])
-        return _with(status, extras=kept, reason=text(reason) if reason else reason,
-                     provider_status=text(status.provider_status) if odd else status.provider_status)
+        return _with(
+            status,
+            extras=kept,
+            reason=text(reason) if reason else reason,
+            provider_status=text(status.provider_status) if odd else status.provider_status,
+        )
 
 
 def _with(status: CallStatus, **changes: Any) -> CallStatus:
@@ -162,14 +167,19 @@ def writes_refused(config: Config) -> bool:
     and the operator has not deliberately allowed unauthenticated writes."""
     from .config import split_address
 
-    return (config.api_token is None and not config.allow_unauthenticated_writes
-            and not is_loopback(split_address(config.listen_address)[0]))
+    return (
+        config.api_token is None
+        and not config.allow_unauthenticated_writes
+        and not is_loopback(split_address(config.listen_address)[0])
+    )
 
 
 def writes_refused_message(config: Config) -> str:
-    return (f"writes need an api_token: this exporter listens on {config.listen_address} (not loopback) and "
-            "no api_token is set; set api_token (or allow_unauthenticated_writes: true to accept "
-            "writes from anyone who can reach the port)")
+    return (
+        f"writes need an api_token: this exporter listens on {config.listen_address} (not loopback) and "
+        "no api_token is set; set api_token (or allow_unauthenticated_writes: true to accept "
+        "writes from anyone who can reach the port)"
+    )
 
 
 def access_warning(config: Config) -> str | None:
@@ -179,7 +189,11 @@ def access_warning(config: Config) -> str | None:
     if config.api_token is not None or is_loopback(split_address(config.listen_address)[0]):
         return None
     if config.allow_unauthenticated_writes:
-        return (f"allow_unauthenticated_writes is true and listen_address {config.listen_address} is not "
-                "loopback: anyone who can reach the port can register and delete watched calls; set api_token")
-    return (f"listen_address {config.listen_address} is not loopback and no api_token is set: POST/DELETE on "
-            "the REST API answer 403 until api_token is set (reads, /metrics and webhooks are unaffected)")
+        return (
+            f"allow_unauthenticated_writes is true and listen_address {config.listen_address} is not "
+            "loopback: anyone who can reach the port can register and delete watched calls; set api_token"
+        )
+    return (
+        f"listen_address {config.listen_address} is not loopback and no api_token is set: POST/DELETE on "
+        "the REST API answer 403 until api_token is set (reads, /metrics and webhooks are unaffected)"
+    )

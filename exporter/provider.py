@@ -36,8 +36,12 @@ def _not_dot_segment(value: str) -> str:
     return value
 
 
-PathSegment = Annotated[str, StringConstraints(pattern=PATH_SEGMENT_PATTERN), AfterValidator(_not_dot_segment),
-                        Field(json_schema_extra={"not": {"enum": [".", ".."]}})]
+PathSegment = Annotated[
+    str,
+    StringConstraints(pattern=PATH_SEGMENT_PATTERN),
+    AfterValidator(_not_dot_segment),
+    Field(json_schema_extra={"not": {"enum": [".", ".."]}}),
+]
 
 
 def _header_safe(value: SecretStr) -> SecretStr:
@@ -195,8 +199,9 @@ class Provider(Generic[S, P]):
         nothing: the account's `webhook_token` is the only proof then.
         """
 
-    def paged_calls(self, response: httpx.Response, items_key: str,
-                    identity: Callable[[dict[str, Any]], dict[str, Any]]) -> CallPage:
+    def paged_calls(
+        self, response: httpx.Response, items_key: str, identity: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> CallPage:
         """A list response of the common shape `{items_key: [records], "pagination": {"hasNext"}}`:
         each record parsed like a status body, `identity(record)` giving its call id and params."""
         self.raise_for_status(response)
@@ -212,8 +217,9 @@ class Provider(Generic[S, P]):
     @classmethod
     def supports(cls, capability: str) -> bool:
         """Whether the plugin implements `list`, `progress` or `webhook`."""
-        method = {"list": "parse_list_response", "progress": "parse_progress_response",
-                  "webhook": "parse_webhook"}[capability]
+        method = {"list": "parse_list_response", "progress": "parse_progress_response", "webhook": "parse_webhook"}[
+            capability
+        ]
         return getattr(cls, method) is not getattr(Provider, method)
 
     # -- helpers plugins call -------------------------------------------------------------
@@ -246,11 +252,17 @@ class Provider(Generic[S, P]):
         if code == 404:
             raise PollError(ErrorReason.NOT_FOUND, f"{where}: call not found")
         if code == 429:
-            raise PollError(ErrorReason.RATE_LIMITED, f"{where}: rate limited",
-                            retry_after=parse_retry_after(response.headers.get("retry-after")))
+            raise PollError(
+                ErrorReason.RATE_LIMITED,
+                f"{where}: rate limited",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
         if code >= 500:
-            raise PollError(ErrorReason.SERVER_ERROR, f"{where}: provider error",
-                            retry_after=parse_retry_after(response.headers.get("retry-after")))
+            raise PollError(
+                ErrorReason.SERVER_ERROR,
+                f"{where}: provider error",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
         raise PollError(ErrorReason.CLIENT_ERROR, f"{where}: request refused")
 
     @staticmethod

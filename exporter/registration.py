@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 class Registrar:
     """Starts watching calls: stored first, then handed to their account's poller."""
 
-    def __init__(self, store: CallStore, pollers: Mapping[str, AccountPoller], max_watched_calls: int,
-                 owns: Callable[[str, str], bool] = lambda account, call_id: True) -> None:
+    def __init__(
+        self,
+        store: CallStore,
+        pollers: Mapping[str, AccountPoller],
+        max_watched_calls: int,
+        owns: Callable[[str, str], bool] = lambda account, call_id: True,
+    ) -> None:
         self.store = store
         self.pollers = pollers
         self.max_watched_calls = max_watched_calls
@@ -112,10 +117,24 @@ class Registrar:
             except ValidationError:
                 log.warning("account %s: stored call %s no longer validates; not resumed", row.account, row.seq)
                 continue
-            poller.add(WatchedCall(row.seq, params, row.first_seen_at, State(row.state), row.provider_status,
-                                   row.seen, row.created_at, row.answered_at, row.events_seen))
+            poller.add(
+                WatchedCall(
+                    row.seq,
+                    params,
+                    row.first_seen_at,
+                    State(row.state),
+                    row.provider_status,
+                    row.seen,
+                    row.created_at,
+                    row.answered_at,
+                    row.events_seen,
+                )
+            )
             count += 1
         if orphans:
-            log.warning("%d watched calls belong to accounts not in the config; they resume when the "
-                        "account is configured again", orphans)
+            log.warning(
+                "%d watched calls belong to accounts not in the config; they resume when the "
+                "account is configured again",
+                orphans,
+            )
         return count

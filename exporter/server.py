@@ -18,9 +18,12 @@ from .webconfig import WebConfig, ssl_context
 log = logging.getLogger(__name__)
 
 
-async def serve(service: Service, stop: asyncio.Event | None = None,
-                on_ready: Callable[[str], Awaitable[None] | None] | None = None,
-                web_config: WebConfig | None = None) -> None:
+async def serve(
+    service: Service,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[str], Awaitable[None] | None] | None = None,
+    web_config: WebConfig | None = None,
+) -> None:
     """Listen first (so /-/healthy answers while the store loads), then start polling.
 
     Returns after `stop` is set or SIGTERM/SIGINT arrives: stops accepting requests, lets
@@ -34,8 +37,12 @@ async def serve(service: Service, stop: asyncio.Event | None = None,
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     host, port = split_address(service.config.listen_address)
-    runner = web.AppRunner(create_app(service, web_config), access_log_class=PathOnlyAccessLogger,
-                           handle_signals=False, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        create_app(service, web_config),
+        access_log_class=PathOnlyAccessLogger,
+        handle_signals=False,
+        shutdown_timeout=2.0,
+    )
     await runner.setup()
     tls = web_config.tls_server_config if web_config else None
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context(tls) if tls else None)

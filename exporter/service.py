@@ -36,8 +36,13 @@ REGISTRATION_KEYS = frozenset({"account", "call_id", "params"})
 
 
 def default_transport(account: Account, config: Config) -> Transport:
-    return AiohttpTransport(account.config.max_concurrency, config.request_timeout_seconds,
-                            config.max_response_bytes, account.http_client, account.name)
+    return AiohttpTransport(
+        account.config.max_concurrency,
+        config.request_timeout_seconds,
+        config.max_response_bytes,
+        account.http_client,
+        account.name,
+    )
 
 
 @dataclass
@@ -47,8 +52,13 @@ class Registration:
 
 
 class Service:
-    def __init__(self, config: Config, registry: Registry,
-                 transport_factory: TransportFactory = default_transport, store: CallStore | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        transport_factory: TransportFactory = default_transport,
+        store: CallStore | None = None,
+    ) -> None:
         self.config = config
         self.accounts = resolve_accounts(config, registry)
         self.pollers: dict[str, AccountPoller] = {}
@@ -64,11 +74,17 @@ class Service:
             self.store = store if store is not None else SQLiteStore(config.store_path)
             self.ownership = SingleProcess()
         self.registrar = Registrar(self.store, self.pollers, config.max_watched_calls, self.ownership.owns)
-        self.scopes = Scopes(self.store, self.pollers, self.registrar.watch_listed, config.max_watched_batches,
-                             self.ownership.owns)
-        self.metrics = Metrics(config.histogram_buckets_seconds, self.pollers.values, time.time,
-                               lambda: self.store.write_errors, self.scopes.batch_progress,
-                               self.ownership.partitions_owned)
+        self.scopes = Scopes(
+            self.store, self.pollers, self.registrar.watch_listed, config.max_watched_batches, self.ownership.owns
+        )
+        self.metrics = Metrics(
+            config.histogram_buckets_seconds,
+            self.pollers.values,
+            time.time,
+            lambda: self.store.write_errors,
+            self.scopes.batch_progress,
+            self.ownership.partitions_owned,
+        )
         self._transport_factory = transport_factory
         self._started = False
 
@@ -88,8 +104,12 @@ class Service:
         await self.store.open()
         for account in self.accounts:
             self.pollers[account.name] = AccountPoller(
-                account, self.metrics.add_account(account.provider.name, account.name),
-                self._transport_factory(account, self.config), self.store, self.config.max_watch_seconds)
+                account,
+                self.metrics.add_account(account.provider.name, account.name),
+                self._transport_factory(account, self.config),
+                self.store,
+                self.config.max_watch_seconds,
+            )
             self.pollers[account.name].fence = self.ownership.fence
         if isinstance(self.ownership, SingleProcess):
             resumed = await self.registrar.resume()
@@ -100,8 +120,13 @@ class Service:
             poller.start()
         await self.scopes.load((a.name, scope) for a in self.accounts for scope in a.config.watch)
         self._started = True
-        log.info("store %s loaded: resumed %d watched calls across %d accounts (%d of 256 partitions)",
-                 self.where, resumed, len(self.pollers), self.ownership.partitions_owned())
+        log.info(
+            "store %s loaded: resumed %d watched calls across %d accounts (%d of 256 partitions)",
+            self.where,
+            resumed,
+            len(self.pollers),
+            self.ownership.partitions_owned(),
+        )
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop polling (in-flight polls get `grace` seconds), then flush and close the store."""
@@ -137,7 +162,8 @@ class Service:
             raise RequestError(f"{where}params.call_id: give call_id at the top level")
         try:
             model = poller.account.provider.Params.model_validate(
-                {**poller.account.defaults, **params, "call_id": item["call_id"]})
+                {**poller.account.defaults, **params, "call_id": item["call_id"]}
+            )
         except ValidationError as exc:
             message = format_validation_error(exc)
             if not message.startswith("call_id"):

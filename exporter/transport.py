@@ -13,9 +13,9 @@ tunnels, absolute-form), private CAs and client certificates come with aiohttp.
 from __future__ import annotations
 
 import asyncio
-import os
 import gc
 import logging
+import os
 import ssl
 import time
 from typing import Any, Coroutine, Protocol, TypeVar
@@ -78,8 +78,9 @@ class AiohttpTransport:
     credentials.
     """
 
-    def __init__(self, max_connections: int, timeout: float, max_bytes: int,
-                 client: HTTPClient | None = None, name: str = "") -> None:
+    def __init__(
+        self, max_connections: int, timeout: float, max_bytes: int, client: HTTPClient | None = None, name: str = ""
+    ) -> None:
         self.max_connections = max_connections
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -89,17 +90,31 @@ class AiohttpTransport:
         self._deadlines = _Deadlines(timeout)
         self._logged: dict[str, float] = {}
         if self.client.insecure:
-            log.warning("account %s: http_client.tls_config.insecure_skip_verify is true: provider certificates "
-                        "and host names are NOT verified", name or "?")
+            log.warning(
+                "account %s: http_client.tls_config.insecure_skip_verify is true: provider certificates "
+                "and host names are NOT verified",
+                name or "?",
+            )
 
     def _open(self) -> aiohttp.ClientSession:
         """Created on first use, inside the running loop (aiohttp requires it)."""
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, ttl_dns_cache=10,
-                                         keepalive_timeout=15, ssl=self.client.context())
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=10,
+            keepalive_timeout=15,
+            ssl=self.client.context(),
+        )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(), trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True, raise_for_status=False,
-            headers={"User-Agent": USER_AGENT}, skip_auto_headers=("Accept", "Accept-Encoding"))
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(),
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+            raise_for_status=False,
+            headers={"User-Agent": USER_AGENT},
+            skip_auto_headers=("Accept", "Accept-Encoding"),
+        )
         return self._session
 
     async def send(self, request: httpx.Request) -> httpx.Response:
@@ -119,24 +134,34 @@ class AiohttpTransport:
         self._deadlines.leave(task)
         if proxy is not None and status == 407:  # http through a proxy: the proxy's answer, not the provider's
             raise self._connection_error(where, url, proxy, "the proxy refused the request: 407")
-        answer = httpx.Response(status, headers=[(k, v) for k, v in raw_headers if k.lower() not in _DROP_RAW],
-                                stream=httpx.ByteStream(body), request=request,
-                                extensions={"http_version": b"HTTP/1.1",
-                                            "reason_phrase": (reason or "").encode("latin-1", "replace")})
+        answer = httpx.Response(
+            status,
+            headers=[(k, v) for k, v in raw_headers if k.lower() not in _DROP_RAW],
+            stream=httpx.ByteStream(body),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (reason or "").encode("latin-1", "replace")},
+        )
         # what `answer.read()` would store, without running httpx's decoders again over a body
         # aiohttp has already decoded: ~15 µs of a poll's ~170 µs (bench/README.md)
         answer._content = body
         return answer
 
-    async def _exchange(self, session: aiohttp.ClientSession, request: httpx.Request, proxy: Proxy | None,
-                        where: str) -> tuple[int, Any, str | None, bytes]:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                   if k.lower() not in _DROP_SENT]
+    async def _exchange(
+        self, session: aiohttp.ClientSession, request: httpx.Request, proxy: Proxy | None, where: str
+    ) -> tuple[int, Any, str | None, bytes]:
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw if k.lower() not in _DROP_SENT
+        ]
         async with session.request(
-                request.method, URL(str(request.url), encoded=True), headers=headers,
-                data=_content(request) or None, allow_redirects=self.client.follow_redirects,
-                server_hostname=self.client.server_name, proxy=proxy.url if proxy else None,
-                proxy_headers=proxy.connect_headers if proxy else None) as response:
+            request.method,
+            URL(str(request.url), encoded=True),
+            headers=headers,
+            data=_content(request) or None,
+            allow_redirects=self.client.follow_redirects,
+            server_hostname=self.client.server_name,
+            proxy=proxy.url if proxy else None,
+            proxy_headers=proxy.connect_headers if proxy else None,
+        ) as response:
             body = await self._read_capped(response, where)
             return response.status, response.raw_headers, response.reason, body
 
@@ -169,7 +194,9 @@ class AiohttpTransport:
         return b"".join(chunks)
 
     def _too_large(self, where: str) -> PollError:
-        return PollError(ErrorReason.INVALID_RESPONSE, f"{where}: body larger than max_response_bytes ({self.max_bytes})")
+        return PollError(
+            ErrorReason.INVALID_RESPONSE, f"{where}: body larger than max_response_bytes ({self.max_bytes})"
+        )
 
     def _connection_error(self, where: str, url: httpx.URL, proxy: Proxy | None, what: str) -> PollError:
         """One log line per distinct failure (again after `LOG_EVERY_SECONDS`), naming the
@@ -242,7 +269,7 @@ class _Deadlines:
 
 
 def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
-    """"Connection refused", not asyncio's "Connect call failed ('10.0.0.1', 443)"."""
+    """ "Connection refused", not asyncio's "Connect call failed ('10.0.0.1', 443)"."""
     errno = exc.os_error.errno
     return os.strerror(errno) if errno else (exc.strerror or type(exc.os_error).__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from urllib.parse import parse_qsl
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
 
 import httpx
 from aiohttp import web
@@ -71,8 +71,7 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
     """Method, path (no query string), status and time."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.debug('%s "%s %s" %s %.3fs', request.remote, request.method, request.path,
-                         response.status, time)
+        self.logger.debug('%s "%s %s" %s %.3fs', request.remote, request.method, request.path, response.status, time)
 
 
 def create_app(service: Service, web_config: WebConfig | None = None) -> web.Application:
@@ -82,21 +81,23 @@ def create_app(service: Service, web_config: WebConfig | None = None) -> web.App
     app = web.Application(client_max_size=service.config.max_request_bytes, middlewares=middlewares)
     app[SERVICE_KEY] = service
     app[OPENAPI_KEY] = openapi.document(service.accounts, service.config.max_batch)
-    app.add_routes([
-        web.get("/", index),
-        web.get("/metrics", metrics),
-        web.get("/-/healthy", healthy),
-        web.get("/-/ready", ready),
-        web.get("/api/v1/openapi.json", openapi_document),
-        web.post("/api/v1/calls", register_calls),
-        web.get("/api/v1/calls", list_calls),
-        web.get("/api/v1/calls/{account}/{call_id}", get_call),
-        web.delete("/api/v1/calls/{account}/{call_id}", delete_call),
-        web.post("/api/v1/scopes", add_scope),
-        web.get("/api/v1/scopes", list_scopes),
-        web.delete("/api/v1/scopes/{id}", delete_scope),
-        web.post("/api/v1/webhooks/{account}", webhook),
-    ])
+    app.add_routes(
+        [
+            web.get("/", index),
+            web.get("/metrics", metrics),
+            web.get("/-/healthy", healthy),
+            web.get("/-/ready", ready),
+            web.get("/api/v1/openapi.json", openapi_document),
+            web.post("/api/v1/calls", register_calls),
+            web.get("/api/v1/calls", list_calls),
+            web.get("/api/v1/calls/{account}/{call_id}", get_call),
+            web.delete("/api/v1/calls/{account}/{call_id}", delete_call),
+            web.post("/api/v1/scopes", add_scope),
+            web.get("/api/v1/scopes", list_scopes),
+            web.delete("/api/v1/scopes/{id}", delete_scope),
+            web.post("/api/v1/webhooks/{account}", webhook),
+        ]
+    )
     return app
 
 
@@ -228,8 +229,14 @@ async def register_calls(request: web.Request) -> web.Response:
         items = [parse_body(Registration, item, f"[{i}] " if len(body) > 1 else "") for i, item in enumerate(body)]
         results = await service.register([item.model_dump() for item in items])
         created = sum(1 for _, new in results if new)
-        return web.json_response({"calls": [call_record(record) for record, _ in results], "created": created,
-                                  "existing": len(results) - created}, status=201 if created else 200)
+        return web.json_response(
+            {
+                "calls": [call_record(record) for record, _ in results],
+                "created": created,
+                "existing": len(results) - created,
+            },
+            status=201 if created else 200,
+        )
     if not isinstance(body, dict):
         raise RequestError("body must be a JSON object (or an array of objects for a batch)", 400)
     [(record, created)] = await service.register([parse_body(Registration, body).model_dump()])
@@ -300,16 +307,21 @@ def _parse_since(value: str | None) -> float | None:
 
 async def _as_httpx(request: web.Request) -> httpx.Request:
     """The webhook as received, in the plugins' request type, for signature checks."""
-    return httpx.Request(request.method, str(request.url), headers=list(request.headers.items()),
-                         content=await request.read())
+    return httpx.Request(
+        request.method, str(request.url), headers=list(request.headers.items()), content=await request.read()
+    )
 
 
 async def _webhook_body(request: web.Request) -> dict[str, Any]:
     """A JSON object, or a form-encoded body's fields (Twilio's status callbacks) as strings."""
     if request.content_type == "application/x-www-form-urlencoded":
         try:
-            fields = parse_qsl((await request.read()).decode("utf-8"), keep_blank_values=True,
-                               strict_parsing=True, max_num_fields=MAX_FORM_FIELDS)
+            fields = parse_qsl(
+                (await request.read()).decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=True,
+                max_num_fields=MAX_FORM_FIELDS,
+            )
         except (UnicodeDecodeError, ValueError) as exc:
             raise RequestError(f"form body is not valid: {exc}", 400) from None
         return _no_duplicates(fields)
@@ -354,8 +366,9 @@ async def webhook(request: web.Request) -> web.Response:
     given = request.headers.get("X-Webhook-Token") or request.query.get("token") or ""
     if expected is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
         counted["rejected"].inc()
-        raise RequestError("missing or wrong webhook token (X-Webhook-Token header or ?token=; the account's "
-                           "webhook_token)", 401)
+        raise RequestError(
+            "missing or wrong webhook token (X-Webhook-Token header or ?token=; the account's webhook_token)", 401
+        )
     if not provider.supports("webhook"):
         counted["rejected"].inc()
         raise RequestError(f"provider {provider.name} sends no result webhooks", 404)

@@ -33,10 +33,15 @@ from .errors import ConfigError
 
 WEBHOOK_PREFIX = "/api/v1/webhooks/"
 
-ClientAuth = Literal["NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
-                     "RequireAndVerifyClientCert"]
-_TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+ClientAuth = Literal[
+    "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"
+]
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 
 
 class TLSServerConfig(BaseModel):
@@ -96,8 +101,7 @@ def ssl_context(tls: TLSServerConfig, where: str = "web config") -> ssl.SSLConte
                 raise ConfigError(f"{where}: client_auth_type {tls.client_auth_type} needs client_ca_file")
             if tls.client_ca_file is not None:
                 context.load_verify_locations(tls.client_ca_file)
-            context.verify_mode = ssl.CERT_REQUIRED if tls.client_auth_type.startswith("Require") \
-                else ssl.CERT_OPTIONAL
+            context.verify_mode = ssl.CERT_REQUIRED if tls.client_auth_type.startswith("Require") else ssl.CERT_OPTIONAL
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"{where}: tls_server_config: cannot load certificates: {exc}") from None
     return context
@@ -142,12 +146,16 @@ class BasicAuth:
 
     def middleware(self) -> Middleware:
         @web.middleware
-        async def basic_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                             ) -> web.StreamResponse:
+        async def basic_auth(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
             # webhooks come from providers, which authenticate with the account's webhook_token
             if not request.path.startswith(WEBHOOK_PREFIX) and not self.check(request.headers.get("Authorization", "")):
-                return web.json_response({"error": "authentication required (basic auth)"}, status=401,
-                                         headers={"WWW-Authenticate": 'Basic realm="outbound-call-exporter"'})
+                return web.json_response(
+                    {"error": "authentication required (basic auth)"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Basic realm="outbound-call-exporter"'},
+                )
             return await handler(request)
 
         return basic_auth

@@ -16,15 +16,28 @@ from .rows import CallRecord, HistoryRow, ScopeRow, StoredCall
 
 #: the columns an update may set, with the array type each travels as
 COLUMN_TYPES: Mapping[str, str] = {
-    "events_seen": "int", "state": "text", "provider_status": "text", "reason": "text", "watching": "bool",
-    "seen": "bool", "created_at": "float8", "answered_at": "float8", "ended_at": "float8",
-    "duration_seconds": "float8", "last_polled_at": "float8", "extras": "jsonb",
+    "events_seen": "int",
+    "state": "text",
+    "provider_status": "text",
+    "reason": "text",
+    "watching": "bool",
+    "seen": "bool",
+    "created_at": "float8",
+    "answered_at": "float8",
+    "ended_at": "float8",
+    "duration_seconds": "float8",
+    "last_polled_at": "float8",
+    "extras": "jsonb",
 }
 
-COLUMNS = ("seq, account, provider, call_id, params, state, provider_status, reason, watching, created_at, "
-           "answered_at, ended_at, duration_seconds, first_seen_at, last_polled_at, polls, poll_errors, extras")
-ACTIVE_COLUMNS = ("seq, account, call_id, provider, params, state, provider_status, seen, created_at, answered_at, "
-                  "first_seen_at, events_seen")
+COLUMNS = (
+    "seq, account, provider, call_id, params, state, provider_status, reason, watching, created_at, "
+    "answered_at, ended_at, duration_seconds, first_seen_at, last_polled_at, polls, poll_errors, extras"
+)
+ACTIVE_COLUMNS = (
+    "seq, account, call_id, provider, params, state, provider_status, seen, created_at, answered_at, "
+    "first_seen_at, events_seen"
+)
 
 REGISTER = """
 WITH input AS (
@@ -55,13 +68,20 @@ REGISTER_HISTORY = """
 INSERT INTO oce_history (call_seq, state, provider_status, at)
 SELECT seq, $2, NULL, at FROM unnest($1::bigint[], $3::float8[]) AS t(seq, at)
 """
-INBOX = "INSERT INTO oce_inbox (partition, call_seq, kind, body) SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::text[], $4::jsonb[])"
+INBOX = (
+    "INSERT INTO oce_inbox (partition, call_seq, kind, body)"
+    " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::text[], $4::jsonb[])"
+)
 TAKE_INBOX = "DELETE FROM oce_inbox WHERE partition = ANY($1::smallint[]) RETURNING id, partition, call_seq, kind, body"
 UNWATCH = "UPDATE oce_calls SET watching = false WHERE account = $1 AND call_id = $2 RETURNING seq, partition"
-ACTIVE = (f"SELECT {ACTIVE_COLUMNS} FROM oce_calls WHERE watching AND partition = ANY($1::smallint[])"
-          " AND state <> ALL($2::text[]) ORDER BY seq")
-ACTIVE_SEQS = (f"SELECT {ACTIVE_COLUMNS} FROM oce_calls WHERE seq = ANY($1::bigint[]) AND watching"
-               " AND state <> ALL($2::text[]) ORDER BY seq")
+ACTIVE = (
+    f"SELECT {ACTIVE_COLUMNS} FROM oce_calls WHERE watching AND partition = ANY($1::smallint[])"
+    " AND state <> ALL($2::text[]) ORDER BY seq"
+)
+ACTIVE_SEQS = (
+    f"SELECT {ACTIVE_COLUMNS} FROM oce_calls WHERE seq = ANY($1::bigint[]) AND watching"
+    " AND state <> ALL($2::text[]) ORDER BY seq"
+)
 GET = f"SELECT {COLUMNS} FROM oce_calls WHERE account = $1 AND call_id = $2"
 GET_MANY = f"SELECT {COLUMNS} FROM oce_calls WHERE seq = ANY($1::bigint[])"
 HISTORY = "SELECT call_seq, state, provider_status, at FROM oce_history WHERE call_seq = ANY($1::bigint[]) ORDER BY id"
@@ -97,14 +117,19 @@ def fenced_update(cols: tuple[str, ...]) -> str:
     sql = _UPDATES.get(cols)
     if sql is None:
         n = len(cols)
-        arrays = ", ".join(["$1::bigint[]", "$2::smallint[]", "$3::bigint[]", "$4::int[]", "$5::int[]"]
-                           + [f"${i + 6}::{COLUMN_TYPES[c]}[]" for i, c in enumerate(cols)])
+        arrays = ", ".join(
+            ["$1::bigint[]", "$2::smallint[]", "$3::bigint[]", "$4::int[]", "$5::int[]"]
+            + [f"${i + 6}::{COLUMN_TYPES[c]}[]" for i, c in enumerate(cols)]
+        )
         names = ", ".join(["seq", "part", "epoch", "polls", "errs", *cols])
-        sets = ", ".join([f"{c} = u.{c}" for c in cols] + ["polls = c.polls + u.polls", "poll_errors = c.poll_errors + u.errs"])
+        sets = ", ".join(
+            [f"{c} = u.{c}" for c in cols] + ["polls = c.polls + u.polls", "poll_errors = c.poll_errors + u.errs"]
+        )
         sql = _UPDATES[cols] = (
             f"UPDATE oce_calls c SET {sets} FROM unnest({arrays}) AS u({names})"
             f" JOIN oce_leases l ON l.partition = u.part AND l.epoch = u.epoch AND l.owner = ${n + 6}"
-            " WHERE c.seq = u.seq AND c.partition = u.part RETURNING c.seq")
+            " WHERE c.seq = u.seq AND c.partition = u.part RETURNING c.seq"
+        )
     return sql
 
 
@@ -119,22 +144,49 @@ _JSON = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 def call_record(r: asyncpg.Record, history: list[HistoryRow]) -> CallRecord:
     return CallRecord(
-        seq=r["seq"], account=r["account"], provider=r["provider"], call_id=r["call_id"], params=r["params"],
-        state=r["state"], provider_status=r["provider_status"], reason=r["reason"], watching=r["watching"],
-        created_at=r["created_at"], answered_at=r["answered_at"], ended_at=r["ended_at"],
-        duration_seconds=r["duration_seconds"], first_seen_at=r["first_seen_at"], last_polled_at=r["last_polled_at"],
-        polls=r["polls"], poll_errors=r["poll_errors"], extras=r["extras"], history=tuple(history))
+        seq=r["seq"],
+        account=r["account"],
+        provider=r["provider"],
+        call_id=r["call_id"],
+        params=r["params"],
+        state=r["state"],
+        provider_status=r["provider_status"],
+        reason=r["reason"],
+        watching=r["watching"],
+        created_at=r["created_at"],
+        answered_at=r["answered_at"],
+        ended_at=r["ended_at"],
+        duration_seconds=r["duration_seconds"],
+        first_seen_at=r["first_seen_at"],
+        last_polled_at=r["last_polled_at"],
+        polls=r["polls"],
+        poll_errors=r["poll_errors"],
+        extras=r["extras"],
+        history=tuple(history),
+    )
 
 
 def stored_call(r: asyncpg.Record) -> StoredCall:
-    return StoredCall(r["seq"], r["account"], r["call_id"], r["provider"], r["params"], r["state"],
-                      r["provider_status"], r["seen"], r["created_at"], r["answered_at"], r["first_seen_at"],
-                      r["events_seen"])
+    return StoredCall(
+        r["seq"],
+        r["account"],
+        r["call_id"],
+        r["provider"],
+        r["params"],
+        r["state"],
+        r["provider_status"],
+        r["seen"],
+        r["created_at"],
+        r["answered_at"],
+        r["first_seen_at"],
+        r["events_seen"],
+    )
 
 
 def scope_row(r: asyncpg.Record) -> ScopeRow:
-    return ScopeRow(r["id"], r["account"], json.loads(r["scope"]), r["created_at"], r["origin"], r["complete"],
-                    r["discovered"])
+    return ScopeRow(
+        r["id"], r["account"], json.loads(r["scope"]), r["created_at"], r["origin"], r["complete"], r["discovered"]
+    )
 
 
 _CASTS: Mapping[str, Any] = {"bool": bool, "int": int, "float8": float}

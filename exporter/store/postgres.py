@@ -59,9 +59,14 @@ class PostgresStore:
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self.pool_size,
-                                                   init=pgsql.init_connection, command_timeout=30,
-                                                   server_settings=pgsql.SESSION_SETTINGS)
+            self._pool = await asyncpg.create_pool(
+                self._url,
+                min_size=1,
+                max_size=self.pool_size,
+                init=pgsql.init_connection,
+                command_timeout=30,
+                server_settings=pgsql.SESSION_SETTINGS,
+            )
             async with self._pool.acquire() as conn:
                 await migrate(conn)
         except _DB_ERRORS as exc:
@@ -147,9 +152,14 @@ class PostgresStore:
         await conn.execute(pgsql.LOCK_LEASES, sorted({e[3][0] for e in merged.values()}))
         written: set[int] = set()
         for cols, rows in shapes.items():
-            arrays = [[s for s, _ in rows], [e[3][0] for _, e in rows], [e[3][1] for _, e in rows],
-                      [e[1] for _, e in rows], [e[2] for _, e in rows],
-                      *pgsql.column_values(cols, [e[0] for _, e in rows])]
+            arrays = [
+                [s for s, _ in rows],
+                [e[3][0] for _, e in rows],
+                [e[3][1] for _, e in rows],
+                [e[1] for _, e in rows],
+                [e[2] for _, e in rows],
+                *pgsql.column_values(cols, [e[0] for _, e in rows]),
+            ]
             written.update(r[0] for r in await conn.fetch(pgsql.fenced_update(cols), *arrays, self.owner))
         if history:
             await conn.execute(pgsql.HISTORY_FENCED, *map(list, zip(*history)), sorted(written))
@@ -174,9 +184,17 @@ class PostgresStore:
         parts = [partition_of(c.account, c.call_id) for c in calls]
 
         async def run(conn: asyncpg.Connection) -> list[Registered]:
-            rows = await conn.fetch(pgsql.REGISTER, parts, [c.account for c in calls], [c.call_id for c in calls],
-                                    [c.provider for c in calls], [dict(c.params) for c in calls],
-                                    [c.first_seen_at for c in calls], initial_state, _TERMINAL)
+            rows = await conn.fetch(
+                pgsql.REGISTER,
+                parts,
+                [c.account for c in calls],
+                [c.call_id for c in calls],
+                [c.provider for c in calls],
+                [dict(c.params) for c in calls],
+                [c.first_seen_at for c in calls],
+                initial_state,
+                _TERMINAL,
+            )
             out = []
             for call, row in zip(calls, rows):
                 seq, state = row["seq"], row["state"]
@@ -188,14 +206,17 @@ class PostgresStore:
                 await conn.execute(pgsql.REGISTER_HISTORY, [s for s, _ in new], initial_state, [t for _, t in new])
             await self._to_inbox(conn, [(p, r.seq, "watch", None) for p, r in zip(parts, out) if r.started])
             return out
+
         return await self._do("register calls", run)
 
     async def unwatch(self, account: str, call_id: str) -> CallRecord | None:
         async def run(conn: asyncpg.Connection) -> None:
             row = await conn.fetchrow(pgsql.UNWATCH, account, call_id)
             if row is not None:
-                await self._to_inbox(conn, [(row["partition"], row["seq"], "unwatch",
-                                             {"account": account, "call_id": call_id})])
+                await self._to_inbox(
+                    conn, [(row["partition"], row["seq"], "unwatch", {"account": account, "call_id": call_id})]
+                )
+
         await self.flush()
         await self._do("unwatch a call", run)
         return await self.get(account, call_id)
@@ -203,13 +224,16 @@ class PostgresStore:
     async def push(self, account: str, call_id: str, webhook: dict[str, Any]) -> bool:
         """A webhook about a watched call whose partition another replica owns: that owner
         applies it (it parses `webhook` again). False when no such call is watched."""
+
         async def run(conn: asyncpg.Connection) -> bool:
-            seq = await conn.fetchval("SELECT seq FROM oce_calls WHERE account = $1 AND call_id = $2 AND watching",
-                                      account, call_id)
+            seq = await conn.fetchval(
+                "SELECT seq FROM oce_calls WHERE account = $1 AND call_id = $2 AND watching", account, call_id
+            )
             if seq is not None:
                 body = {"account": account, "webhook": webhook}
                 await self._to_inbox(conn, [(partition_of(account, call_id), seq, "push", body)])
             return seq is not None
+
         return bool(await self._do("hand a webhook to its partition's owner", run))
 
     @staticmethod
@@ -231,8 +255,9 @@ class PostgresStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def iter_active(self, chunk: int = 5000,
-                          partitions: Collection[int] | None = None) -> AsyncIterator[list[StoredCall]]:
+    async def iter_active(
+        self, chunk: int = 5000, partitions: Collection[int] | None = None
+    ) -> AsyncIterator[list[StoredCall]]:
         """The watched non-terminal calls of `partitions` (default: all), `chunk` at a time."""
         wanted = sorted(range(PARTITIONS) if partitions is None else partitions)
         if self._pool is None:
@@ -261,19 +286,25 @@ class PostgresStore:
         by_seq = {r.seq: r for r in records}
         return [by_seq[s] for s in seqs]
 
-    async def list(self, q: CallQuery) -> tuple[list[CallRecord], int | None]:
+    async def list_calls(self, q: CallQuery) -> tuple[list[CallRecord], int | None]:
         await self._flush_quietly()
         where, args = [], []
-        for clause, value in (("account = $%d", q.account), ("state = $%d", q.state),
-                              ("first_seen_at >= $%d", q.since), ("seq < $%d", q.before)):
+        for clause, value in (
+            ("account = $%d", q.account),
+            ("state = $%d", q.state),
+            ("first_seen_at >= $%d", q.since),
+            ("seq < $%d", q.before),
+        ):
             if value is not None:
                 args.append(value)
                 where.append(clause % len(args))
-        sql = (f"SELECT {pgsql.COLUMNS} FROM oce_calls {'WHERE ' + ' AND '.join(where) if where else ''}"
-               f" ORDER BY seq DESC LIMIT ${len(args) + 1}")
+        sql = (
+            f"SELECT {pgsql.COLUMNS} FROM oce_calls {'WHERE ' + ' AND '.join(where) if where else ''}"
+            f" ORDER BY seq DESC LIMIT ${len(args) + 1}"
+        )
         records = await self._do("list calls", lambda c: self._records(c, sql, *args, q.limit + 1))
         more = len(records) > q.limit
-        records = records[:q.limit]
+        records = records[: q.limit]
         return records, (records[-1].seq if more and records else None)
 
     async def _flush_quietly(self) -> None:
@@ -302,9 +333,11 @@ class PostgresStore:
         key = scope_key(row.scope)
 
         async def run(conn: asyncpg.Connection) -> ScopeRow:
-            await conn.execute(pgsql.ADD_SCOPE, row.id, partition_of(row.account, row.id), row.account, key,
-                               row.created_at, row.origin)
+            await conn.execute(
+                pgsql.ADD_SCOPE, row.id, partition_of(row.account, row.id), row.account, key, row.created_at, row.origin
+            )
             return pgsql.scope_row(await conn.fetchrow(pgsql.GET_SCOPE, row.account, key))
+
         return await self._do("add a scope", run)
 
     async def update_scope(self, id: str, complete: bool, discovered: int) -> None:

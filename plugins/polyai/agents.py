@@ -36,10 +36,12 @@ Environment = Literal["sandbox", "pre-release", "live"]
 
 class AgentsSettings(ProviderSettings):
     api_key: HeaderSecret = Field(description="Agents API key, sent as the X-API-KEY header")
-    region: Region = Field("us", description="PolyAI region: picks the server https://api.{region}.poly.ai "
-                           "unless base_url is set")
+    region: Region = Field(
+        "us", description="PolyAI region: picks the server https://api.{region}.poly.ai unless base_url is set"
+    )
     environment: Environment | None = Field(
-        None, description="default environment calls are triggered in (sandbox, pre-release, live)")
+        None, description="default environment calls are triggered in (sandbox, pre-release, live)"
+    )
     agent_id: PathSegment | None = Field(None, description="default agent id for calls that do not give one")
 
 
@@ -61,5 +63,15 @@ class PolyAIAgents(OutcomeProvider[AgentsSettings, AgentsParams]):
     region_url = "https://api.{region}.poly.ai"
 
     def build_request(self, call: AgentsParams) -> httpx.Request:
-        return self.get(self.url("v1", "agents", call.agent_id, "telephony", "outbound-calls", call.call_id,
-                                 "status", query={"environment": call.environment}))
+        return self.get(
+            self.url(
+                "v1",
+                "agents",
+                call.agent_id,
+                "telephony",
+                "outbound-calls",
+                call.call_id,
+                "status",
+                query={"environment": call.environment},
+            )
+        )

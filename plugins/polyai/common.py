@@ -33,8 +33,7 @@ P = TypeVar("P", bound=CallParams)
 
 #: every PolyAI doc: "poll every 2-5 seconds" while queued/ringing (calling), "every 10-30
 #: seconds once in-progress"; unknown statuses are polled like in-progress ones
-CADENCE: Mapping[State, float] = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0,
-                                  State.UNKNOWN: 15.0}
+CADENCE: Mapping[State, float] = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 15.0}
 
 
 def outcome_status_map(queued: str, calling: str, success: str, failure: str) -> dict[str, State]:
@@ -68,8 +67,9 @@ class PolyAIProvider(Provider[S, P], Generic[S, P]):
 
     def get(self, url: httpx.URL) -> httpx.Request:
         secret: SecretStr = getattr(self.settings, self.credential)
-        return httpx.Request("GET", url, headers={self.auth_header: secret.get_secret_value(),
-                                                  "Accept": "application/json"})
+        return httpx.Request(
+            "GET", url, headers={self.auth_header: secret.get_secret_value(), "Accept": "application/json"}
+        )
 
 
 class OutcomeProvider(PolyAIProvider[S, P], Generic[S, P]):

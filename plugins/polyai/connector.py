@@ -65,8 +65,9 @@ EXTRAS = ("client_env",)
 
 
 class ConnectorSettings(ProviderSettings):
-    connector_id: HeaderSecret = Field(description="connector id, sent as the X-CONNECTOR-ID header (a secret: "
-                                       "dropped from every stored status body)")
+    connector_id: HeaderSecret = Field(
+        description="connector id, sent as the X-CONNECTOR-ID header (a secret: dropped from every stored status body)"
+    )
     account_id: PathSegment | None = Field(None, description="default PolyAI account id for calls that do not give one")
     project_id: PathSegment | None = Field(None, description="default PolyAI project id for calls that do not give one")
 
@@ -98,8 +99,9 @@ class PolyAIConnector(PolyAIProvider[ConnectorSettings, ConnectorParams]):
     auth_header = "X-CONNECTOR-ID"
 
     def build_request(self, call: ConnectorParams) -> httpx.Request:
-        return self.get(self.url("api", "v1", call.account_id, call.project_id, "outbound-call", "status",
-                                 call.call_id))
+        return self.get(
+            self.url("api", "v1", call.account_id, call.project_id, "outbound-call", "status", call.call_id)
+        )
 
     def events(self, history: Any) -> tuple[Event, ...]:
         if history is None:

@@ -35,9 +35,14 @@ class PolyAIFake(FakeProvider):
     unauthorized_message: ClassVar[str] = "Unauthorized"
     not_found_message: ClassVar[str] = "Call SID not found"
 
-    def add_call(self, call_id: str | None = None, steps: list[Step] | None = None,
-                 params: Mapping[str, str] | None = None, outcome: State = State.COMPLETED,
-                 **fields: Any) -> FakeCall:
+    def add_call(
+        self,
+        call_id: str | None = None,
+        steps: list[Step] | None = None,
+        params: Mapping[str, str] | None = None,
+        outcome: State = State.COMPLETED,
+        **fields: Any,
+    ) -> FakeCall:
         """As the base, but a generated id is a PolyAI call SID (`OUT-` + UUID)."""
         return super().add_call(call_id or f"OUT-{uuid.uuid4()}", steps, params, outcome, **fields)
 
@@ -86,8 +91,13 @@ class OutcomeFake(PolyAIFake):
 
 class AgentsFake(OutcomeFake):
     provider = "polyai_agents"
-    raw_status = {State.QUEUED: "QUEUED", State.DIALING: "CALLING", State.IN_PROGRESS: "CALLING",
-                  State.COMPLETED: "SUCCESS", State.FAILED: "FAILURE"}
+    raw_status = {
+        State.QUEUED: "QUEUED",
+        State.DIALING: "CALLING",
+        State.IN_PROGRESS: "CALLING",
+        State.COMPLETED: "SUCCESS",
+        State.FAILED: "FAILURE",
+    }
     unauthorized_message = "Unauthorized — missing or invalid API key."
     agent_id = "demo-agent"
     environment = "live"
@@ -128,8 +138,13 @@ class AgentsFake(OutcomeFake):
 
 class PlatformFake(OutcomeFake):
     provider = "polyai_platform"
-    raw_status = {State.QUEUED: "queued", State.DIALING: "calling", State.IN_PROGRESS: "calling",
-                  State.COMPLETED: "success", State.FAILED: "failure"}
+    raw_status = {
+        State.QUEUED: "queued",
+        State.DIALING: "calling",
+        State.IN_PROGRESS: "calling",
+        State.COMPLETED: "success",
+        State.FAILED: "failure",
+    }
     unauthorized_message = "Invalid or missing authentication token."
 
     def default_credentials(self) -> dict[str, str]:
@@ -147,9 +162,16 @@ class PlatformFake(OutcomeFake):
 
 class ConnectorFake(PolyAIFake):
     provider = "polyai_connector"
-    raw_status = {State.QUEUED: "CREATED", State.DIALING: "ringing", State.IN_PROGRESS: "in-progress",
-                  State.COMPLETED: "completed", State.FAILED: "failed", State.NO_ANSWER: "no-answer",
-                  State.BUSY: "busy", State.CANCELLED: "cancelled"}
+    raw_status = {
+        State.QUEUED: "CREATED",
+        State.DIALING: "ringing",
+        State.IN_PROGRESS: "in-progress",
+        State.COMPLETED: "completed",
+        State.FAILED: "failed",
+        State.NO_ANSWER: "no-answer",
+        State.BUSY: "busy",
+        State.CANCELLED: "cancelled",
+    }
     pre_dial = ("queued",)
     unauthorized_message = "Invalid or missing connector ID."
     account_id = "your-account-id"

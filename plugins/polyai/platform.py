@@ -34,8 +34,11 @@ Region = Literal["us-1", "uk-1", "euw-1"]
 
 class PlatformSettings(ProviderSettings):
     auth_token: HeaderSecret = Field(description="platform API token, sent as the X-PolyAi-Auth-Token header")
-    region: Region = Field("us-1", description="PolyAI platform region: picks the server "
-                           "https://api.{region}.platform.polyai.app unless base_url is set")
+    region: Region = Field(
+        "us-1",
+        description="PolyAI platform region: picks the server "
+        "https://api.{region}.platform.polyai.app unless base_url is set",
+    )
 
 
 class PlatformParams(CallParams):

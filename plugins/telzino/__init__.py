@@ -82,8 +82,9 @@ class Telzino(Provider[TelzinoSettings, TelzinoParams]):
     cadence = {State.QUEUED: 3.0, State.DIALING: 3.0, State.IN_PROGRESS: 15.0, State.UNKNOWN: 10.0}
 
     def build_request(self, call: TelzinoParams) -> httpx.Request:
-        return httpx.Request("GET", self.url("v1", "agents", call.agent_id, "outbound-calls", call.call_id),
-                             headers=self._headers())
+        return httpx.Request(
+            "GET", self.url("v1", "agents", call.agent_id, "outbound-calls", call.call_id), headers=self._headers()
+        )
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.token.get_secret_value()}", "Accept": "application/json"}
@@ -122,12 +123,16 @@ class Telzino(Provider[TelzinoSettings, TelzinoParams]):
         query = {"page": str(page), "limit": str(self.page_size)}
         if status is not None:
             query["status"] = status
-        return httpx.Request("GET", self.url("v1", "agents", scope["agent_id"], "outbound-calls", query=query),
-                             headers=self._headers())
+        return httpx.Request(
+            "GET", self.url("v1", "agents", scope["agent_id"], "outbound-calls", query=query), headers=self._headers()
+        )
 
     def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
-        return self.paged_calls(response, "data", lambda item: {
-            "call_id": item["id"], "agent_id": item.get("agent_id") or scope["agent_id"]})
+        return self.paged_calls(
+            response,
+            "data",
+            lambda item: {"call_id": item["id"], "agent_id": item.get("agent_id") or scope["agent_id"]},
+        )
 
     def parse_webhook(self, body: dict[str, Any]) -> ListedCall:
         if not isinstance(body.get("id"), str) or not isinstance(body.get("status"), str):

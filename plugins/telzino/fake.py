@@ -12,8 +12,7 @@ from outbound_call_exporter.testing import FakeCall, FakeProvider
 
 #: SIP codes Telzino reports for calls that failed at the telephony layer (doc: 486 busy, 480 no answer)
 SIP_CODES = {State.BUSY: 486, State.NO_ANSWER: 480, State.FAILED: 503}
-ERRORS = {State.BUSY: "Callee busy", State.NO_ANSWER: "No answer after 45s",
-          State.FAILED: "Telephony provider error"}
+ERRORS = {State.BUSY: "Callee busy", State.NO_ANSWER: "No answer after 45s", State.FAILED: "Telephony provider error"}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -23,8 +22,13 @@ def _iso(ts: float | None) -> str | None:
 class TelzinoFake(FakeProvider):
     provider = "telzino"
     raw_status = {
-        State.QUEUED: "queued", State.DIALING: "dialing", State.IN_PROGRESS: "in_progress",
-        State.COMPLETED: "completed", State.NO_ANSWER: "no_answer", State.BUSY: "busy", State.FAILED: "failed",
+        State.QUEUED: "queued",
+        State.DIALING: "dialing",
+        State.IN_PROGRESS: "in_progress",
+        State.COMPLETED: "completed",
+        State.NO_ANSWER: "no_answer",
+        State.BUSY: "busy",
+        State.FAILED: "failed",
     }
     pre_dial = ("dispatching", "dispatched")
     agent_id = "123e4567-e89b-12d3-a456-426614174000"
@@ -36,8 +40,10 @@ class TelzinoFake(FakeProvider):
         return {**self.credentials, "agent_id": self.agent_id}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/agents/{agent_id}/outbound-calls/{call_id}", self._status),
-                web.get("/v1/agents/{agent_id}/outbound-calls", self._list)]
+        return [
+            web.get("/v1/agents/{agent_id}/outbound-calls/{call_id}", self._status),
+            web.get("/v1/agents/{agent_id}/outbound-calls", self._list),
+        ]
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         """`?page=1&limit=50(≤100)&status=<one lifecycle status>`, newest first."""
@@ -52,18 +58,32 @@ class TelzinoFake(FakeProvider):
             return web.json_response({"error": "invalid query"}, status=400)
         return await self.serve_list(request, {"agent_id": request.match_info["agent_id"]}, status, page, limit)
 
-    def render_list(self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall],
-                    now: float) -> dict[str, Any]:
+    def render_list(
+        self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall], now: float
+    ) -> dict[str, Any]:
         omitted = ("call_context", "callback_url", "callback_delivered", "summary_text")
-        return {"data": [{k: v for k, v in item.items() if k not in omitted} for item in items],
-                "pagination": paging}
+        return {"data": [{k: v for k, v in item.items() if k not in omitted} for item in items], "pagination": paging}
 
     def webhook_body(self, call: FakeCall, now: float) -> dict[str, Any]:
         """The record's shape, as the discovery doc says to treat it (signing is undocumented)."""
         record = self.render(call, len(call.steps) - 1, now)
-        return {k: record[k] for k in ("id", "agent_id", "status", "request_metadata", "transcript_id",
-                                       "summary_text", "sip_status_code", "error", "created_at", "answered_at",
-                                       "ended_at", "duration")}
+        return {
+            k: record[k]
+            for k in (
+                "id",
+                "agent_id",
+                "status",
+                "request_metadata",
+                "transcript_id",
+                "summary_text",
+                "sip_status_code",
+                "error",
+                "created_at",
+                "answered_at",
+                "ended_at",
+                "duration",
+            )
+        }
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
@@ -87,8 +107,9 @@ class TelzinoFake(FakeProvider):
         step = call.steps[index]
         status = step.status
         terminal = index == len(call.steps) - 1
-        answered = next((call.created + s.after / self.speed for s in call.steps[: index + 1]
-                         if s.status == "in_progress"), None)
+        answered = next(
+            (call.created + s.after / self.speed for s in call.steps[: index + 1] if s.status == "in_progress"), None
+        )
         ended = call.ended_at(self.speed) if terminal else None
         record: dict[str, Any] = {
             "id": call.call_id,

@@ -97,12 +97,16 @@ class Trillet(Provider[TrilletSettings, TrilletParams]):
     default_max_requests_per_second = 1.0
 
     def build_request(self, call: TrilletParams) -> httpx.Request:
-        return httpx.Request("GET", self.url("v1", "api", "batch-calls", call.batch_id, "calls", call.call_id),
-                             headers=self._headers())
+        return httpx.Request(
+            "GET", self.url("v1", "api", "batch-calls", call.batch_id, "calls", call.call_id), headers=self._headers()
+        )
 
     def _headers(self) -> dict[str, str]:
-        return {"x-api-key": self.settings.api_key.get_secret_value(),
-                "x-workspace-id": self.settings.workspace_id, "Accept": "application/json"}
+        return {
+            "x-api-key": self.settings.api_key.get_secret_value(),
+            "x-workspace-id": self.settings.workspace_id,
+            "Accept": "application/json",
+        }
 
     # -- discovery, bulk status, batch progress ---------------------------------------------
 
@@ -113,16 +117,21 @@ class Trillet(Provider[TrilletSettings, TrilletParams]):
 
     def build_list_request(self, scope: Mapping[str, str], page: int, status: str | None) -> httpx.Request:
         query = {"page": str(page), "limit": str(self.page_size), "status": status or "all"}
-        return httpx.Request("GET", self.url("v1", "api", "batch-calls", scope["batch_id"], "calls", query=query),
-                             headers=self._headers())
+        return httpx.Request(
+            "GET",
+            self.url("v1", "api", "batch-calls", scope["batch_id"], "calls", query=query),
+            headers=self._headers(),
+        )
 
     def parse_list_response(self, scope: Mapping[str, str], response: httpx.Response) -> CallPage:
-        return self.paged_calls(response, "calls", lambda item: {"call_id": item["jobId"],
-                                                                 "batch_id": scope["batch_id"]})
+        return self.paged_calls(
+            response, "calls", lambda item: {"call_id": item["jobId"], "batch_id": scope["batch_id"]}
+        )
 
     def build_progress_request(self, scope: Mapping[str, str]) -> httpx.Request:
-        return httpx.Request("GET", self.url("v1", "api", "batch-calls", scope["batch_id"], "status"),
-                             headers=self._headers())
+        return httpx.Request(
+            "GET", self.url("v1", "api", "batch-calls", scope["batch_id"], "status"), headers=self._headers()
+        )
 
     def parse_progress_response(self, scope: Mapping[str, str], response: httpx.Response) -> BatchProgress:
         self.raise_for_status(response)
@@ -136,9 +145,11 @@ class Trillet(Provider[TrilletSettings, TrilletParams]):
         self.raise_for_status(response)  # 404, with or without the not_found body, is not-found
         body = self.json_object(response)
         if body.get("status") == NOT_FOUND_STATUS:
-            raise PollError(ErrorReason.NOT_FOUND,
-                            f"HTTP {response.status_code} from {response.request.url.path}: "
-                            f"job not found (status {NOT_FOUND_STATUS!r})")
+            raise PollError(
+                ErrorReason.NOT_FOUND,
+                f"HTTP {response.status_code} from {response.request.url.path}: "
+                f"job not found (status {NOT_FOUND_STATUS!r})",
+            )
         return self.call_status(body)
 
     def parse_body(self, body: dict[str, Any]) -> CallStatus:

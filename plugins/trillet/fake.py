@@ -35,8 +35,12 @@ class TrilletFake(FakeProvider):
     provider = "trillet"
     #: busy and no-answer are `failed` jobs at Trillet (with an `error` text); no dialing state
     raw_status = {
-        State.QUEUED: "waiting", State.IN_PROGRESS: "active", State.COMPLETED: "completed",
-        State.FAILED: "failed", State.BUSY: "failed", State.NO_ANSWER: "failed",
+        State.QUEUED: "waiting",
+        State.IN_PROGRESS: "active",
+        State.COMPLETED: "completed",
+        State.FAILED: "failed",
+        State.BUSY: "failed",
+        State.NO_ANSWER: "failed",
     }
     batch_id = "batch_7891011121314"
     workspace_id = "ws_fake_workspace"
@@ -48,9 +52,11 @@ class TrilletFake(FakeProvider):
         return {**self.credentials, "batch_id": self.batch_id}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/api/batch-calls/{batch_id}/calls/{job_id}", self._status),
-                web.get("/v1/api/batch-calls/{batch_id}/calls", self._list),
-                web.get("/v1/api/batch-calls/{batch_id}/status", self._progress)]
+        return [
+            web.get("/v1/api/batch-calls/{batch_id}/calls/{job_id}", self._status),
+            web.get("/v1/api/batch-calls/{batch_id}/calls", self._list),
+            web.get("/v1/api/batch-calls/{batch_id}/status", self._progress),
+        ]
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         """`?page&limit(≤100, default 20)&status=all|waiting|active|completed|failed`."""
@@ -62,11 +68,13 @@ class TrilletFake(FakeProvider):
             return web.json_response({"error": "page and limit must be integers"}, status=400)
         if status not in ("all", *self.raw_status.values()) or not 1 <= limit <= 100 or page < 1:
             return web.json_response({"error": "invalid query"}, status=400)
-        return await self.serve_list(request, {"batch_id": request.match_info["batch_id"]},
-                                     None if status == "all" else status, page, limit)
+        return await self.serve_list(
+            request, {"batch_id": request.match_info["batch_id"]}, None if status == "all" else status, page, limit
+        )
 
-    def render_list(self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall],
-                    now: float) -> dict[str, Any]:
+    def render_list(
+        self, items: list[dict[str, Any]], paging: dict[str, Any], calls: list[FakeCall], now: float
+    ) -> dict[str, Any]:
         return {"calls": items, "pagination": paging, "summary": {"total": len(calls), **self._counts(calls, now)}}
 
     def _counts(self, calls: list[FakeCall], now: float) -> dict[str, int]:
@@ -86,19 +94,29 @@ class TrilletFake(FakeProvider):
             return self.not_found()
         counts = self._counts(calls, now)
         complete = counts["waiting"] == counts["active"] == 0
-        return web.json_response({
-            "status": "completed" if complete else "processing", "isComplete": complete, **counts,
-            "total": len(calls), "startTime": _ms(min(c.created for c in calls)),
-            "lastCompletedTime": None, "completedTime": _ms(now) if complete else None,
-            "averageCallDuration": None, "recent_calls": []})
+        return web.json_response(
+            {
+                "status": "completed" if complete else "processing",
+                "isComplete": complete,
+                **counts,
+                "total": len(calls),
+                "startTime": _ms(min(c.created for c in calls)),
+                "lastCompletedTime": None,
+                "completedTime": _ms(now) if complete else None,
+                "averageCallDuration": None,
+                "recent_calls": [],
+            }
+        )
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
         return await self.serve_status(request, m["job_id"], {"batch_id": m["batch_id"]})
 
     def authorized(self, request: web.Request) -> bool:
-        return (request.headers.get("x-api-key") == self.credentials["api_key"]
-                and request.headers.get("x-workspace-id") == self.credentials["workspace_id"])
+        return (
+            request.headers.get("x-api-key") == self.credentials["api_key"]
+            and request.headers.get("x-workspace-id") == self.credentials["workspace_id"]
+        )
 
     def not_found(self) -> web.Response:
         return web.json_response({"status": "not_found", "error": "Call not found"}, status=404)
@@ -129,8 +147,9 @@ class TrilletFake(FakeProvider):
     def render(self, call: FakeCall, index: int, now: float) -> dict[str, Any]:
         status = call.steps[index].status
         terminal = index == len(call.steps) - 1 and status in ("completed", "failed")
-        started = next((call.created + s.after / self.speed for s in call.steps[1: index + 1]
-                        if s.status != "waiting"), None)
+        started = next(
+            (call.created + s.after / self.speed for s in call.steps[1 : index + 1] if s.status != "waiting"), None
+        )
         record: dict[str, Any] = {"jobId": call.call_id, "status": status, "phone_number": "+1234567890"}
         if started is not None:
             record["startTime"] = _ms(started)
