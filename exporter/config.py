@@ -176,10 +176,6 @@ class Account:
     privacy: Privacy = Privacy()
     http_client: HTTPClient = field(default_factory=HTTPClient)
 
-    @property
-    def provider_name(self) -> str:
-        return self.provider.name
-
 
 # -- loading ---------------------------------------------------------------------------------
 
