@@ -25,7 +25,7 @@ from .plugins import Registry
 from .poller import AccountPoller
 from .provider import CallParams
 from .registration import Registrar
-from .store import CallRecord, CallStore, SQLiteStore
+from .store import CallRecord, CallStore, SQLiteStore, StoreError
 from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,10 @@ class Service:
         await self.scopes.stop()
         for poller in self.pollers.values():
             await poller.stop(grace)
-        await self.store.flush()
+        try:  # write what the replicas taking the partitions over must read
+            await self.store.flush()
+        except StoreError as exc:  # or the store never opened: close() reports what it can
+            log.debug("flush at stop: %s", exc)
         await self.ownership.stop()  # hands every lease back at once
         await self.store.close()
 

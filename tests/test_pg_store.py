@@ -93,9 +93,9 @@ def test_list_pages_newest_first_and_scopes(pg_url: str) -> None:
         await store.open()
         try:
             await store.register([new(i) for i in range(5)], "queued")
-            page, before = await store.list(CallQuery(account="acc", limit=2))
+            page, before = await store.list_calls(CallQuery(account="acc", limit=2))
             assert [r.call_id for r in page] == ["call-4", "call-3"] and before is not None
-            page, before = await store.list(CallQuery(account="acc", limit=2, before=before))
+            page, before = await store.list_calls(CallQuery(account="acc", limit=2, before=before))
             assert [r.call_id for r in page] == ["call-2", "call-1"]
             row = await store.add_scope(ScopeRow("s1", "acc", {"agent_id": "a"}, 1.0, "api"))
             assert (await store.add_scope(ScopeRow("s2", "acc", {"agent_id": "a"}, 2.0, "api"))).id == row.id
