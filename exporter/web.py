@@ -8,13 +8,9 @@ Access logs carry the path only, never the query string (webhook tokens may trav
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qsl
+from typing import Awaitable, Callable
 
-import httpx
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
@@ -28,13 +24,12 @@ from .privacy import writes_refused, writes_refused_message
 from .records import call_record, scope_record
 from .service import Service
 from .store import CallQuery, StoreError
+from .web_bodies import as_httpx, parse_since, read_json, webhook_body
 from .webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_DEPTH = 32
 MAX_LIST_LIMIT = 1000
-MAX_FORM_FIELDS = 200
 SERVICE_KEY = web.AppKey("service", Service)
 OPENAPI_KEY = web.AppKey("openapi", dict)
 
@@ -169,54 +164,6 @@ def _require_ready(request: web.Request) -> Service:
     return service
 
 
-async def read_json(request: web.Request) -> Any:
-    """The body as JSON: no duplicate keys, no NaN, bounded depth; 400/415 otherwise."""
-    ctype = request.content_type
-    if request.headers.get("Content-Type") and ctype not in ("application/json", "application/x-ndjson"):
-        raise RequestError(f"Content-Type {ctype!r} is not supported; send application/json", 415)
-    raw = await request.read()
-    try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except UnicodeDecodeError:
-        raise RequestError("body is not valid UTF-8", 400) from None
-    except RecursionError:
-        raise RequestError(f"body is nested deeper than {MAX_JSON_DEPTH} levels", 400) from None
-    except ValueError as exc:
-        raise RequestError(f"body is not valid JSON: {exc}", 400) from None
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise RequestError(f"body is nested deeper than {MAX_JSON_DEPTH} levels", 400)
-    return data
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:64]!r}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _depth(value: Any) -> int:
-    depth, level = 0, [value]
-    while level:
-        depth += 1
-        if depth > MAX_JSON_DEPTH:
-            return depth
-        nxt: list[Any] = []
-        for v in level:
-            if isinstance(v, dict):
-                nxt.extend(v.values())
-            elif isinstance(v, list):
-                nxt.extend(v)
-        level = nxt
-    return depth - 1
-
-
 async def register_calls(request: web.Request) -> web.Response:
     _check_write_token(request)
     service = _require_ready(request)
@@ -276,7 +223,7 @@ async def list_calls(request: web.Request) -> web.Response:
     state = q.get("state") or None
     if state is not None and state not in State._value2member_map_:
         raise RequestError(f"state: {state[:32]!r} is not one of {', '.join(s.value for s in State)}", 400)
-    since = _parse_since(q.get("since"))
+    since = parse_since(q.get("since"))
     try:
         limit = int(q.get("limit") or "100")
     except ValueError:
@@ -291,44 +238,6 @@ async def list_calls(request: web.Request) -> web.Response:
             raise RequestError("cursor: not a cursor returned by this API", 400) from None
     records, last = await service.store.list_calls(CallQuery(account, state, since, limit, cursor))
     return web.json_response({"calls": [call_record(r) for r in records], "next": encode_cursor(last)})
-
-
-def _parse_since(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
-        raise RequestError("since: must be an ISO 8601 timestamp, e.g. 2026-01-31T12:00:00Z", 400) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
-
-
-async def _as_httpx(request: web.Request) -> httpx.Request:
-    """The webhook as received, in the plugins' request type, for signature checks."""
-    return httpx.Request(
-        request.method, str(request.url), headers=list(request.headers.items()), content=await request.read()
-    )
-
-
-async def _webhook_body(request: web.Request) -> dict[str, Any]:
-    """A JSON object, or a form-encoded body's fields (Twilio's status callbacks) as strings."""
-    if request.content_type == "application/x-www-form-urlencoded":
-        try:
-            fields = parse_qsl(
-                (await request.read()).decode("utf-8"),
-                keep_blank_values=True,
-                strict_parsing=True,
-                max_num_fields=MAX_FORM_FIELDS,
-            )
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise RequestError(f"form body is not valid: {exc}", 400) from None
-        return _no_duplicates(fields)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise RequestError("body must be a JSON object", 400)
-    return body
 
 
 # -- scopes and webhooks ------------------------------------------------------------------------------
@@ -373,12 +282,12 @@ async def webhook(request: web.Request) -> web.Response:
         counted["rejected"].inc()
         raise RequestError(f"provider {provider.name} sends no result webhooks", 404)
     try:
-        provider.verify_webhook(await _as_httpx(request))
+        provider.verify_webhook(await as_httpx(request))
     except WebhookSignatureError as exc:
         counted["invalid_signature"].inc()
         raise RequestError(f"webhook signature: {exc}", 401) from None
     try:
-        body = await _webhook_body(request)
+        body = await webhook_body(request)
         listed = provider.parse_webhook(body)
     except (RequestError, PollError, ValueError, TypeError, KeyError) as exc:
         counted["rejected"].inc()
