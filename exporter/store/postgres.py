@@ -48,6 +48,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._pending: list[Update] = []
         self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._errors = 0
 
@@ -112,15 +113,18 @@ class PostgresStore:
             self._wake.set()
 
     async def flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            written = await self._do("write poll results", lambda conn: self._write(conn, batch))
-        except StoreError:
-            self._pending[:0] = batch  # kept, in order, for the next flush
-            self._errors += 1
-            raise
+        """Write what is queued. One flush at a time, in order: two batches written at once on
+        two connections could commit out of order and put a call's older state back."""
+        async with self._flush_lock:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                written = await self._do("write poll results", lambda conn: self._write(conn, batch))
+            except StoreError:
+                self._pending[:0] = batch  # kept, in order, for the next flush
+                self._errors += 1
+                raise
         refused: dict[int, int] = {}
         for up in batch:
             if up.seq in written:
