@@ -7,7 +7,14 @@ from ._version import __version__
 from .errors import PollError, WebhookSignatureError
 from .hookspecs import hookimpl
 from .model import BatchProgress, CallPage, CallStatus, ErrorReason, Event, FailureReason, ListedCall, State
-from .parsing import answered_before_end, classify_failure, parse_duration, parse_retry_after, parse_timestamp
+from .parsing import (
+    answered_before_end,
+    classify_failure,
+    number_field,
+    parse_duration,
+    parse_retry_after,
+    parse_timestamp,
+)
 from .provider import CallParams, HeaderSecret, PathSegment, Provider, ProviderSettings, Uuid
 
 __all__ = [
@@ -34,4 +41,5 @@ __all__ = [
     "parse_retry_after",
     "parse_duration",
     "answered_before_end",
+    "number_field",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Mapping
 
 from .model import FailureReason, State
 
@@ -100,3 +100,14 @@ def answered_before_end(state: State, ended: datetime | None, duration: float | 
     if state is not State.COMPLETED or ended is None or duration is None:
         return None
     return datetime.fromtimestamp(ended.timestamp() - duration, tz=timezone.utc)
+
+
+def number_field(body: Mapping[str, Any], key: str) -> int | float | None:
+    """A numeric field of a provider body (epoch times, durations, counts): None when absent or
+    null, ValueError (an invalid response) for anything else, booleans included."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} is not a number")
+    return value

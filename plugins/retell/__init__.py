@@ -36,6 +36,7 @@ from outbound_call_exporter import (
     ProviderSettings,
     State,
     hookimpl,
+    number_field,
     parse_timestamp,
 )
 
@@ -110,8 +111,11 @@ class Retell(Provider[RetellSettings, RetellParams]):
         raw = body["call_status"]
         reason = body.get("disconnection_reason") if isinstance(body.get("disconnection_reason"), str) else None
         state, failure = refine(self.normalize(raw), raw, reason)
-        started, ended = parse_timestamp(_ms(body, "start_timestamp")), parse_timestamp(_ms(body, "end_timestamp"))
-        duration = _ms(body, "duration_ms")
+        started, ended = (
+            parse_timestamp(number_field(body, "start_timestamp")),
+            parse_timestamp(number_field(body, "end_timestamp")),
+        )
+        duration = number_field(body, "duration_ms")
         return CallStatus(
             state=state,
             provider_status=raw,
@@ -185,16 +189,6 @@ def refine(state: State, raw: str, reason: str | None) -> tuple[State, FailureRe
     if raw == "ended" and reason is not None and (reason in ERROR_REASONS or reason.startswith("error_")):
         return State.FAILED, FailureReason.OTHER
     return state, None
-
-
-def _ms(body: dict[str, Any], key: str) -> int | float | None:
-    """An epoch-millisecond or millisecond-count field; None when absent, ValueError when not a number."""
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} is not a number")
-    return value
 
 
 @hookimpl

@@ -54,6 +54,7 @@ from outbound_call_exporter import (
     ProviderSettings,
     State,
     hookimpl,
+    number_field,
     parse_timestamp,
 )
 
@@ -155,9 +156,9 @@ class Trillet(Provider[TrilletSettings, TrilletParams]):
     def parse_body(self, body: dict[str, Any]) -> CallStatus:
         raw = body["status"]
         state = self.normalize(raw)
-        started = parse_timestamp(_number(body, "startTime"))
-        ended = parse_timestamp(_number(body, "endTime"))
-        duration = _number(body, "duration")
+        started = parse_timestamp(number_field(body, "startTime"))
+        ended = parse_timestamp(number_field(body, "endTime"))
+        duration = number_field(body, "duration")
         text = body.get("error")
         error = self._redact(text) if isinstance(text, str) else None
         answered = None
@@ -191,16 +192,6 @@ class Trillet(Provider[TrilletSettings, TrilletParams]):
 
 #: the job counters of `GET /v1/api/batch-calls/{batchId}/status`
 PROGRESS_COUNTERS = ("waiting", "active", "completed", "failed")
-
-
-def _number(body: dict[str, Any], key: str) -> float | None:
-    """A numeric field, or None when absent/null; anything else is an invalid response."""
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} is not a number")
-    return value
 
 
 @hookimpl
