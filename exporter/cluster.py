@@ -72,7 +72,7 @@ class LeasedShare:
         self.store, self.pollers, self._adopt, self._push, self._on_change = store, pollers, adopt, push, on_change
         self.leases = PartitionLeases(store.connect, self, ttl=ttl, interval=interval)
         store.owner = self.leases.replica_id
-        store.on_fenced = self.leases.drop
+        store.on_fenced = self._refused
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
@@ -118,7 +118,7 @@ class LeasedShare:
         await self.store.take_inbox(parts)  # what it says is in the calls loaded next
         loaded = 0
         async for chunk in self.store.iter_active(partitions=parts):
-            loaded += self._adopt(chunk)
+            loaded += self._adopt_owned(chunk)
         log.info(
             "took %d partition(s) with %d watched call(s); %d partitions owned",
             len(parts),
@@ -141,6 +141,26 @@ class LeasedShare:
                 poller.remove(call_id)
         self._rates()
         asyncio.get_running_loop().create_task(self._on_change())
+
+    def _adopt_owned(self, rows: Collection[Any]) -> int:
+        """Adopt the rows whose partition is still ours: ownership may have changed while they
+        were read (a copy adopted after its partition was dropped would poll a call twice)."""
+        owned = self.leases.owned
+        return self._adopt([r for r in rows if partition_of(r.account, r.call_id) in owned])
+
+    def _refused(self, refused: dict[int, int]) -> None:
+        """Fenced writes were refused: drop those partitions if they are still held under that
+        epoch, and forget every copy of a call loaded under an epoch that is no longer ours."""
+        self.leases.drop(refused)
+        owned = self.leases.owned
+        for poller in self.pollers.values():
+            stale = [
+                c.call_id
+                for c in poller.calls.values()
+                if c.fence is not None and c.fence[0] in refused and owned.get(c.fence[0]) != c.fence[1]
+            ]
+            for call_id in stale:
+                poller.remove(call_id)
 
     def _rates(self) -> None:
         for poller in self.pollers.values():
@@ -168,7 +188,7 @@ class LeasedShare:
         items = await self.store.take_inbox(owned)
         watch = [seq for _, seq, kind, _ in items if kind == "watch"]
         if watch:
-            self._adopt(await self.store.active(watch))
+            self._adopt_owned(await self.store.active(watch))
         for _, _, kind, body in items:
             if kind == "unwatch" and body and body.get("account") in self.pollers:
                 self.pollers[body["account"]].remove(body["call_id"])

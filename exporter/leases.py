@@ -196,7 +196,12 @@ class PartitionLeases:
             log.warning("partition leases expired before renewal: %d partition(s) lost", len(lost))
             self._listener.lost(lost)
         if gained:
-            await self._listener.gained(gained)
+            try:
+                await self._listener.gained(gained)
+            except BaseException:  # calls not (all) loaded: gained again at the next renewal
+                for p in gained:
+                    self.owned.pop(p, None)
+                raise
         await self._hand_back(len(held) - target, conn)
 
     async def _hand_back(self, surplus: int, conn: asyncpg.Connection) -> None:

@@ -31,6 +31,7 @@ class WatchedCall:
         "errors",
         "watching",
         "gen",
+        "fence",
     )
 
     def __init__(
@@ -56,6 +57,8 @@ class WatchedCall:
         self.events_recorded = events_recorded  # provider events already in the history (persisted)
         self.errors = 0  # consecutive failed polls, for backoff
         self.watching = True
+        #: (partition, epoch) its state was loaded under; set by the poller that watches it
+        self.fence: tuple[int, int] | None = None
         self.gen = 0  # bumps on every (re)schedule so stale heap entries are skipped
 
     @property

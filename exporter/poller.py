@@ -92,6 +92,7 @@ class AccountPoller:
 
     def add(self, call: WatchedCall) -> None:
         """Start watching; the first poll is jittered over one interval."""
+        call.fence = self.fence(self.name, call.call_id)
         self.calls[call.call_id] = call
         self.counts[call.state] = self.counts.get(call.state, 0) + 1
         self.dispatcher.schedule(call, random.uniform(0, self.account.cadence[call.state]))
@@ -261,7 +262,7 @@ class AccountPoller:
     def _write(self, call: WatchedCall, update: Update, count: Callable[[], None] | None = None) -> None:
         """Queue a state write; its metrics count at once, or, where writes are fenced, only
         once the fence let the write through (so replicas' summed counters are exact)."""
-        update.fence = self.fence(self.name, call.call_id)
+        update.fence = call.fence  # the epoch it was loaded under: a stale copy can never write
         if update.fence is None:
             if count is not None:
                 count()

@@ -46,6 +46,9 @@ def test_register_is_idempotent_and_rewatches_unwatched(pg_url: str) -> None:
             assert back[0].started and not back[0].inserted
             got = await store.get("acc", "call-1")
             assert got and got.params == {"agent_id": "a1"} and [h.state for h in got.history] == ["queued"]
+            assert await store.take_inbox(range(256)) == []  # no lease held: nothing to take
+            store.owner = uuid.uuid4()
+            await lease_all(pg_url, store.owner)
             items = await store.take_inbox(range(256))
             kinds = [(k, s) for _, s, k, _ in items]
             assert kinds == [("watch", first[0].seq), ("watch", first[1].seq), ("unwatch", first[1].seq),

@@ -72,7 +72,12 @@ INBOX = (
     "INSERT INTO oce_inbox (partition, call_seq, kind, body)"
     " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::text[], $4::jsonb[])"
 )
-TAKE_INBOX = "DELETE FROM oce_inbox WHERE partition = ANY($1::smallint[]) RETURNING id, partition, call_seq, kind, body"
+#: fenced like a write: a replica that does not know yet it lost a partition cannot take its items
+TAKE_INBOX = """
+DELETE FROM oce_inbox WHERE partition = ANY($1::smallint[]) AND partition IN (
+    SELECT partition FROM oce_leases WHERE owner = $2 AND expires_at > now())
+RETURNING id, partition, call_seq, kind, body
+"""
 UNWATCH = "UPDATE oce_calls SET watching = false WHERE account = $1 AND call_id = $2 RETURNING seq, partition"
 ACTIVE = (
     f"SELECT {ACTIVE_COLUMNS} FROM oce_calls WHERE watching AND partition = ANY($1::smallint[])"

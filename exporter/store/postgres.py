@@ -247,8 +247,11 @@ class PostgresStore:
             await conn.execute(pgsql.NOTIFY, ",".join(sorted({str(p) for p, *_ in items})))
 
     async def take_inbox(self, partitions: Collection[int]) -> list[InboxItem]:
-        """Take (delete) what other replicas left for these partitions, oldest first."""
-        rows = await self._do("read the inbox", lambda conn: conn.fetch(pgsql.TAKE_INBOX, sorted(partitions)))
+        """Take (delete) what other replicas left for these partitions (those this replica's
+        leases hold in the database), oldest first."""
+        rows = await self._do(
+            "read the inbox", lambda conn: conn.fetch(pgsql.TAKE_INBOX, sorted(partitions), self.owner)
+        )
         return [(r["partition"], r["call_seq"], r["kind"], r["body"]) for r in sorted(rows, key=lambda r: r["id"])]
 
     async def listen(self, wake: Callable[[], None]) -> asyncpg.Connection:
