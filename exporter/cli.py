@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("prune", help="delete call records not watched and older than N days from the store")
-    p.add_argument("--config", required=True, help="YAML config file (its store_path is pruned)")
+    p.add_argument("--config", required=True, help="YAML config file (its store_url, else store_path, is pruned)")
     p.add_argument(
         "--older-than-days",
         required=True,
@@ -217,33 +217,38 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Retention: the operator decides how long records are kept (see README, "Privacy and access")."""
-    from .store import SQLiteStore
+    from .store import store_for
 
     config = load_config(args.config)
     if not args.older_than_days > 0:
         raise ConfigError("--older-than-days: must be a positive number of days")
-    if not config.store_path.exists():
+    if config.store_url is None and not config.store_path.exists():
         raise ConfigError(f"store_path: no store at {config.store_path}")
     before = time.time() - args.older_than_days * 86400
+    store = store_for(config.store_url, config.store_path)
 
     async def prune() -> tuple[int, bool]:
-        store = SQLiteStore(config.store_path)
         await store.open()
         try:
             return await store.prune(before)
         finally:
             await store.close()
 
-    deleted, truncated = asyncio.run(prune())
+    deleted, cleared = asyncio.run(prune())
     cutoff = datetime.fromtimestamp(before, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"{config.store_path}: deleted {deleted} call record(s) not watched and last active before {cutoff}")
-    if not truncated:
-        print(
-            "warning: the running service was writing, so the WAL could not be emptied: copies of deleted "
-            "records may linger in the -wal file until SQLite reuses it; run prune again a little later",
-            file=sys.stderr,
-        )
+    where = getattr(store, "where", config.store_path)  # a PostgreSQL store's, without its password
+    print(f"{where}: deleted {deleted} call record(s) not watched and last active before {cutoff}")
+    if not cleared:
+        print(f"warning: {_NOT_CLEARED['postgresql' if config.store_url else 'sqlite']}", file=sys.stderr)
     return 0
+
+
+_NOT_CLEARED = {
+    "sqlite": "the running service was writing, so the WAL could not be emptied: copies of deleted records "
+    "may linger in the -wal file until SQLite reuses it; run prune again a little later",
+    "postgresql": "another VACUUM held the tables, so the deleted rows were not vacuumed now: they stay in "
+    "the tables' pages until autovacuum reaches them; run prune again a little later",
+}
 
 
 def _registry() -> Registry:

@@ -25,7 +25,7 @@ from .plugins import Registry
 from .poller import AccountPoller
 from .provider import CallParams
 from .registration import Registrar
-from .store import CallRecord, CallStore, SQLiteStore, StoreError
+from .store import CallRecord, CallStore, StoreError, store_for
 from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,14 @@ class Service:
         self.pollers: dict[str, AccountPoller] = {}
         self.store: CallStore
         self.ownership: SingleProcess | LeasedShare
-        if store is None and config.store_url is not None:
+        shared = store is None and config.store_url is not None  # N replicas, partition leases
+        self.store = store if store is not None else store_for(config.store_url, config.store_path)
+        if shared:
             from .store.postgres import PostgresStore
 
-            pg = PostgresStore(config.store_url.get_secret_value())
-            self.store = pg
-            self.ownership = LeasedShare(pg, self.pollers, self._adopt, self._push, self._reconcile_scopes)
+            assert isinstance(self.store, PostgresStore)
+            self.ownership = LeasedShare(self.store, self.pollers, self._adopt, self._push, self._reconcile_scopes)
         else:
-            self.store = store if store is not None else SQLiteStore(config.store_path)
             self.ownership = SingleProcess()
         self.registrar = Registrar(self.store, self.pollers, config.max_watched_calls, self.ownership.owns)
         self.scopes = Scopes(

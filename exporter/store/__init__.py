@@ -18,7 +18,10 @@ backend (PostgreSQL) implements the same Protocol. The contract every backend ke
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import AsyncIterator, Protocol, Sequence
+
+from pydantic import SecretStr
 
 from .rows import (
     UPDATABLE,
@@ -82,6 +85,23 @@ class CallStore(Protocol):
 
     async def delete_scope(self, id: str) -> bool: ...
 
+    async def prune(self, before: float) -> tuple[int, bool]:
+        """Delete the records not watched and last active before `before` (retention), with
+        their history; (records deleted, whether the backend could also clear the deleted
+        data's leftovers now: SQLite's WAL, PostgreSQL's dead rows)."""
+        ...
+
+
+def store_for(store_url: SecretStr | None, store_path: Path) -> CallStore:
+    """The store a config names: PostgreSQL at `store_url` (the secret as `load_config`
+    resolved it from store_url, store_url_file or OCE_STORE_URL), else the SQLite file. The
+    service and `prune` build it here, so both always open the same store."""
+    if store_url is not None:
+        from .postgres import PostgresStore  # asyncpg only when it is used
+
+        return PostgresStore(store_url.get_secret_value())
+    return SQLiteStore(store_path)
+
 
 __all__ = [
     "CallQuery",
@@ -97,4 +117,5 @@ __all__ = [
     "StoredCall",
     "UPDATABLE",
     "Update",
+    "store_for",
 ]

@@ -105,6 +105,16 @@ ON CONFLICT (account, scope) DO NOTHING
 GET_SCOPE = f"SELECT {SCOPE_COLUMNS} FROM oce_scopes WHERE account = $1 AND scope = $2"
 UPDATE_SCOPE = "UPDATE oce_scopes SET complete = $2, discovered = $3 WHERE id = $1"
 DELETE_SCOPE = "DELETE FROM oce_scopes WHERE id = $1"
+#: prune: the calls it deletes, locked so a registration cannot watch one again meanwhile
+PRUNE_CALLS = (
+    "SELECT seq FROM oce_calls WHERE NOT watching"
+    " AND coalesce(ended_at, last_polled_at, first_seen_at) < $1 FOR UPDATE"
+)
+PRUNE_ROWS = (
+    "DELETE FROM oce_history WHERE call_seq = ANY($1::bigint[])",
+    "DELETE FROM oce_inbox WHERE call_seq = ANY($1::bigint[])",
+    "DELETE FROM oce_calls WHERE seq = ANY($1::bigint[])",
+)
 NOTIFY = "SELECT pg_notify('oce_inbox', $1)"
 LOCK_LEASES = "SELECT 1 FROM oce_leases WHERE partition = ANY($1::smallint[]) FOR KEY SHARE"
 #: a replica paused inside a transaction (SIGSTOP, a frozen VM) must not hold its lease rows

@@ -260,6 +260,31 @@ class PostgresStore:
         await conn.add_listener("oce_inbox", lambda *_: wake())
         return conn
 
+    async def prune(self, before: float) -> tuple[int, bool]:
+        """Delete every call record not watched whose last activity (end, else last poll, else
+        registration) is older than `before`, with its history (and any inbox item naming it).
+        Returns (records deleted, whether the tables could be vacuumed now): VACUUM removes the
+        dead rows from the tables' pages; it waits at most a few seconds for a lock (another
+        VACUUM), else autovacuum does it later. PostgreSQL's WAL and backups are the database's."""
+        await self.flush()
+
+        async def run(conn: asyncpg.Connection) -> int:
+            seqs = [r["seq"] for r in await conn.fetch(pgsql.PRUNE_CALLS, before)]
+            for sql in pgsql.PRUNE_ROWS:
+                await conn.execute(sql, seqs)
+            return len(seqs)
+
+        deleted = await self._do("prune call records", run)
+        try:
+            async with self._pool.acquire() as conn:  # type: ignore[union-attr]  # open: _do checked it
+                await conn.execute("SET lock_timeout = '5s'")  # the pool's reset undoes it
+                await conn.execute("VACUUM oce_history, oce_inbox, oce_calls")
+        except asyncpg.LockNotAvailableError:
+            return deleted, False
+        except _DB_ERRORS as exc:
+            raise StoreError(f"PostgreSQL store {self.where}: cannot vacuum: {self._scrub(exc)}") from None
+        return deleted, True
+
     # -- reads -----------------------------------------------------------------------------
 
     async def iter_active(
