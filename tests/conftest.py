@@ -3,6 +3,28 @@
 The service runs `serve()` in a background thread with its own event loop (exactly what
 `outbound-call-exporter run` does, minus the process), fakes run in theirs, and tests talk to
 both over real sockets with plain httpx clients. No sleeps: `wait_until` polls a condition.
+
+Both store backends. `make_config` gives a test the SQLite file `tmp_path / "calls.db"`; in a
+module marked `pytestmark = pytest.mark.both_stores` every test runs twice, `[sqlite]` and
+`[postgresql]`, and under `[postgresql]` `make_config` sets `store_url` to a database of its
+own per `tmp_path` instead (copied from a template the schema was migrated into once, dropped
+when the module ends). No test's signature changes: the autouse fixture `store_backend` is
+what the marker parametrizes (module scope, so a module-scoped service is built once per
+backend; such a fixture names `store_backend` so it is built after it). The service is then one
+replica that must hold its leases before `/-/ready`, and `running_service` waits for that.
+Where a test looks into the store itself, `store_rows` and `break_store` speak to either one.
+
+On both backends: test_api, test_api_fuzz, test_lifecycle_e2e, test_discovery (scopes,
+webhooks), test_trillet_e2e, test_privacy's service tests, test_store_contract (the CallStore
+interface on both stores directly). SQLite only, by nature:
+- test_store_batch: SQLite's two write-behind paths (json_each vs executemany);
+- test_crash_safety, test_restart, test_soak, test_demo: a SIGKILL/restart on the same file,
+  WAL and crash safety of the file, the demo's own SQLite store; PostgreSQL's own drills
+  (SIGKILL, SIGSTOP, database restart, rolling restart) are test_scaleout's;
+- the prune tests on the store's files (zeroed pages, the WAL) in test_privacy; prune on
+  PostgreSQL is tested in test_store_contract and test_pg_store;
+- tests that use no store of their own (config, plugins, docs, metrics' shapes, TLS, proxy,
+  logs): the store is beside their point, and CI's 20 minutes are not.
 """
 
 from __future__ import annotations
@@ -10,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -125,6 +149,10 @@ def account(name: str, provider: str, base_url: str, settings: dict[str, Any], *
 
 
 def make_config(tmp_path: Path, accounts: list[dict[str, Any]], **extra: Any) -> Config:
+    """A service config on 127.0.0.1 with the running test's store: the SQLite file in
+    `tmp_path`, or (`[postgresql]`) a fresh database of its own for that `tmp_path`."""
+    if (url := _backend.url_for(tmp_path)) is not None:
+        extra.setdefault("store_url", url)
     return Config(listen_address="127.0.0.1:0", store_path=tmp_path / "calls.db", accounts=accounts, **extra)
 
 
@@ -175,3 +203,156 @@ _databases = iter(range(1, 10_000))
 def pg_url(pg_cluster: Any) -> str:
     """A fresh empty database on the session's PostgreSQL server."""
     return pg_cluster.create_database(f"t{next(_databases)}")
+
+
+# -- both store backends (see the module docstring) ---------------------------------------------
+
+STORE_BACKENDS = ("sqlite", "postgresql")
+_TABLES = {"sqlite": {"calls": "calls", "history": "history", "scopes": "scopes"},
+           "postgresql": {"calls": "oce_calls", "history": "oce_history", "scopes": "oce_scopes"}}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_stores: run every test on the SQLite and on the PostgreSQL store")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_stores") and "store_backend" in metafunc.fixturenames:
+        metafunc.parametrize("store_backend", STORE_BACKENDS, indirect=True, scope="module")
+
+
+class StoreBackend:
+    """The store `make_config` gives: SQLite (no cluster), or a PostgreSQL database per tmp_path.
+
+    A test's databases are emptied when it ends (`recycle`) and given to the next test: far
+    faster than a new database each. One made while no test runs (for a module-scoped
+    service) is the module's, dropped with the backend.
+    """
+
+    def __init__(self, name: str, cluster: Any = None) -> None:
+        self.name, self.cluster = name, cluster
+        self.databases: dict[Path, str] = {}  # this test's (or the module's) databases
+        self.kept: set[str] = set()  # module-lifetime databases
+        self.free: list[str] = []  # emptied, ready for the next test
+        self.in_test = False
+
+    def url_for(self, tmp_path: Path) -> str | None:
+        if self.cluster is None:
+            return None
+        if tmp_path not in self.databases:
+            name = self.free.pop() if self.free else self._create()
+            self.databases[tmp_path] = name
+            if not self.in_test:
+                self.kept.add(name)
+        return self.cluster.url.rsplit("/", 1)[0] + "/" + self.databases[tmp_path]
+
+    def _create(self) -> str:
+        name = f"t{next(_databases)}"
+        self.cluster.create_database(name, template=_template(self.cluster))
+        return name
+
+    def recycle(self) -> None:
+        """Empty this test's databases for the next (a broken one, e.g. by `break_store`, is dropped)."""
+        used = [(p, n) for p, n in self.databases.items() if n not in self.kept]
+        for path, name in used:
+            del self.databases[path]
+            try:
+                _pg_rows(self.cluster.url.rsplit("/", 1)[0] + "/" + name, _RESET)
+            except asyncpg.PostgresError:
+                self.cluster.drop_database(name)
+            else:
+                self.free.append(name)
+
+    def drop(self) -> None:
+        for name in {*self.databases.values(), *self.free}:
+            self.cluster.drop_database(name)
+
+
+#: the template's state again: every table emptied, sequences restarted, leases unowned at epoch
+#: 0 (a check fails it when a migration adds a table this does not know)
+_RESET = """
+DO $$ BEGIN
+    IF (SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public')
+       <> ARRAY['oce_calls', 'oce_history', 'oce_inbox', 'oce_leases', 'oce_replicas', 'oce_schema', 'oce_scopes']
+    THEN RAISE EXCEPTION 'the schema has tables the test reset does not know'; END IF;
+    TRUNCATE oce_history, oce_inbox, oce_calls, oce_scopes, oce_replicas RESTART IDENTITY;
+    UPDATE oce_leases SET owner = NULL, epoch = 0, expires_at = now();
+END $$
+"""
+
+_backend = StoreBackend("sqlite")
+
+
+@pytest.fixture(autouse=True)
+def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """"sqlite" unless the test's module is marked `both_stores` (then each in turn; module scope)."""
+    global _backend
+    name = getattr(request, "param", "sqlite")
+    if name == "sqlite":
+        yield name
+        return
+    _backend = StoreBackend(name, request.getfixturevalue("pg_cluster"))
+    try:
+        yield name
+    finally:
+        backend, _backend = _backend, StoreBackend("sqlite")
+        backend.drop()
+
+
+@pytest.fixture(autouse=True)
+def _store_per_test(store_backend: str) -> Iterator[None]:
+    """Under `[postgresql]`: the databases a test made are emptied when it ends."""
+    _backend.in_test = True
+    try:
+        yield
+    finally:
+        _backend.in_test = False
+        _backend.recycle()
+
+
+def _template(cluster: Any) -> str:
+    """A database with the exporter's schema migrated once; new ones are copies (fast)."""
+    if getattr(cluster, "template", None) is None:
+        from outbound_call_exporter.pgschema import migrate
+
+        url = cluster.create_database("oce_template")
+
+        async def run() -> None:
+            conn = await asyncpg.connect(url)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+        cluster.template = "oce_template"
+    return cluster.template
+
+
+def store_rows(config: Config, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of `sql` run on the config's store, either backend: tables named `{calls}`,
+    `{history}`, `{scopes}`; parameters as `?` (rewritten to $1.. for PostgreSQL)."""
+    if config.store_url is None:
+        with sqlite3.connect(config.store_path) as db:
+            return db.execute(sql.format(**_TABLES["sqlite"]), args).fetchall()
+    parts = sql.format(**_TABLES["postgresql"]).split("?")
+    query = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+    return _pg_rows(config.store_url.get_secret_value(), query, *args)
+
+
+def _pg_rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    async def run() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def break_store(config: Config) -> None:
+    """Rename the store's tables away under the running service (a broken restore or a wrong
+    migration would): every read and write of calls and scopes then fails in the store."""
+    for table in ("calls", "history", "scopes"):
+        store_rows(config, f"ALTER TABLE {{{table}}} RENAME TO {{{table}}}_gone")

@@ -90,10 +90,15 @@ class Cluster:
         self.stop()
         self.start()
 
-    def create_database(self, name: str) -> str:
-        """A new empty database on this server; its URL."""
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name)
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database on this server (empty, or a copy of `template`); its URL."""
+        copy = ("-T", template) if template else ()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, *copy, name)
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def drop_database(self, name: str) -> None:
+        """Drop `name`, ending any connection still open to it."""
+        self._run("dropdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "--force", name)
 
     def destroy(self) -> None:
         try:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
-from conftest import account, make_config, running_service, wait_until
+from conftest import account, break_store, make_config, running_service, store_rows, wait_until
+
+pytestmark = pytest.mark.both_stores
 
 AGENT = "123e4567-e89b-12d3-a456-426614174000"
 CALL = "0fc6daf8-7251-4553-9488-867ba0b82d8e"
@@ -31,8 +31,7 @@ def svc(tmp_path, registry, fake):
 
 
 def stored_rows(svc) -> int:
-    with sqlite3.connect(svc.service.config.store_path) as db:
-        return db.execute("SELECT count(*) FROM calls").fetchone()[0]
+    return store_rows(svc.service.config, "SELECT count(*) FROM {calls}")[0][0]
 
 
 def test_register_is_idempotent_and_returns_the_record(svc, fake):
@@ -184,16 +183,14 @@ def test_api_token_protects_writes(tmp_path, registry, fake):
 
 
 def test_every_store_failure_the_api_meets_is_a_503_with_a_json_error(svc, fake):
-    """The store's file is changed under the running service (here: its tables renamed away by
-    another connection, as a broken restore or a wrong migration would): reads, registrations,
+    """The store is changed under the running service (here: its tables renamed away by another
+    connection, as a broken restore or a wrong migration would): reads, registrations,
     unwatching and scope writes answer 503 with a JSON error, never 500."""
     call = fake.add_call(steps=[Step("queued", 0)])
     assert svc.client.post("/api/v1/calls", json={"account": "tz", "call_id": call.call_id}).status_code == 201
     scope = svc.client.post("/api/v1/scopes", json={"account": "tz", "scope": {"agent_id": AGENT}})
     assert scope.status_code == 201
-    with sqlite3.connect(svc.service.config.store_path) as db:
-        for table in ("calls", "history", "scopes"):
-            db.execute(f"ALTER TABLE {table} RENAME TO {table}_gone")
+    break_store(svc.service.config)
     for method, path, body in (
         ("GET", f"/api/v1/calls/tz/{call.call_id}", None),
         ("GET", "/api/v1/calls", None),
