@@ -283,9 +283,9 @@ END $$
 _backend = StoreBackend("sqlite")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """"sqlite" unless the test's module is marked `both_stores` (then each in turn; module scope)."""
+    """"sqlite" unless the test's module is marked `both_stores` (then each in turn)."""
     global _backend
     name = getattr(request, "param", "sqlite")
     if name == "sqlite":
@@ -349,6 +349,17 @@ def _pg_rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
             await conn.close()
 
     return asyncio.run(run())
+
+
+def stored_text(config: Config) -> str:
+    """Everything the store holds, as text (to look for what must never be stored): the SQLite
+    files' bytes (with `-wal`, as latin-1), or every row of every PostgreSQL table."""
+    if config.store_url is None:
+        files = sorted(config.store_path.parent.glob(config.store_path.name + "*"))
+        return b"".join(f.read_bytes() for f in files).decode("latin-1")
+    tables = [t for (t,) in store_rows(config, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")]
+    dumps = [store_rows(config, f"SELECT string_agg(t::text, E'\\n') FROM {t} t")[0][0] for t in tables]
+    return "\n".join(d or "" for d in dumps)
 
 
 def break_store(config: Config) -> None:

@@ -4,7 +4,6 @@ targeted attacks. No 5xx, no stored garbage, no provider request off the documen
 from __future__ import annotations
 
 import re
-import sqlite3
 
 import httpx
 import pytest
@@ -19,7 +18,9 @@ from outbound_call_exporter.testing import Step
 from outbound_call_exporter.plugins import load_registry
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
-from conftest import IN_CI, account, make_config, running_service, wait_until
+from conftest import IN_CI, account, make_config, running_service, store_rows, wait_until
+
+pytestmark = pytest.mark.both_stores
 
 FAKE = TelzinoFake(speed=5.0)
 MAX_BATCH = 50
@@ -42,7 +43,7 @@ def fake():
 
 
 @pytest.fixture(scope="module")
-def svc(tmp_path_factory, registry, fake):
+def svc(tmp_path_factory, registry, fake, store_backend):
     config = make_config(tmp_path_factory.mktemp("fuzz"),
                          [account("tz", "telzino", fake.url, fake.demo_settings())], max_batch=MAX_BATCH)
     with running_service(config, registry) as running:
@@ -62,8 +63,7 @@ def test_api_conforms_to_its_openapi_document(case, svc):
 
 
 def stored(svc, where: str = "1=1") -> list[tuple]:
-    with sqlite3.connect(svc.service.config.store_path) as db:
-        return db.execute(f"SELECT account, call_id, params FROM calls WHERE {where}").fetchall()
+    return store_rows(svc.service.config, f"SELECT account, call_id, params FROM {{calls}} WHERE {where}")
 
 
 @pytest.mark.parametrize("path", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from outbound_call_exporter import State
 from outbound_call_exporter.testing import Step
@@ -15,6 +16,8 @@ from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 from outbound_call_exporter_plugins.trillet.fake import TrilletFake
 
 from conftest import account, make_config, running_service, wait_until
+
+pytestmark = pytest.mark.both_stores
 
 TERMINAL = ("completed", "failed", "busy", "no_answer", "cancelled", "expired")
 MIX = [State.COMPLETED, State.BUSY, State.NO_ANSWER, State.FAILED, State.COMPLETED]

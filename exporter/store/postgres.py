@@ -214,6 +214,9 @@ class PostgresStore:
         return await self._do("register calls", run)
 
     async def unwatch(self, account: str, call_id: str) -> CallRecord | None:
+        if not _storable(account, call_id):
+            return None
+
         async def run(conn: asyncpg.Connection) -> None:
             row = await conn.fetchrow(pgsql.UNWATCH, account, call_id)
             if row is not None:
@@ -228,6 +231,8 @@ class PostgresStore:
     async def push(self, account: str, call_id: str, webhook: dict[str, Any]) -> bool:
         """A webhook about a watched call whose partition another replica owns: that owner
         applies it (it parses `webhook` again). False when no such call is watched."""
+        if not _storable(account, call_id):
+            return False
 
         async def run(conn: asyncpg.Connection) -> bool:
             seq = await conn.fetchval(
@@ -308,6 +313,8 @@ class PostgresStore:
         return [pgsql.stored_call(r) for r in rows]
 
     async def get(self, account: str, call_id: str) -> CallRecord | None:
+        if not _storable(account, call_id):
+            return None
         await self._flush_quietly()
         records = await self._do("read a call", lambda c: self._records(c, pgsql.GET, account, call_id))
         return records[0] if records else None
@@ -378,6 +385,12 @@ class PostgresStore:
     async def delete_scope(self, id: str) -> bool:
         result = await self._do("delete a scope", lambda conn: conn.execute(pgsql.DELETE_SCOPE, id))
         return bool(result != "DELETE 0")
+
+
+def _storable(*keys: str) -> bool:
+    """PostgreSQL's text holds no NUL (it refuses the query): a key with one names no stored
+    call, so the answer is "not found", as SQLite's, not a store error."""
+    return not any("\x00" in k for k in keys)
 
 
 def _redacted(url: str) -> str:
