@@ -35,6 +35,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -341,6 +342,7 @@ def store_rows(config: Config, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 def _pg_rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """On a connection of its own, from a thread of its own (the caller may be inside a loop)."""
     async def run() -> list[tuple[Any, ...]]:
         conn = await asyncpg.connect(url)
         try:
@@ -348,7 +350,8 @@ def _pg_rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         finally:
             await conn.close()
 
-    return asyncio.run(run())
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result(60)
 
 
 def stored_text(config: Config) -> str:

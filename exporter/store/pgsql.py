@@ -154,7 +154,28 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(kind, encoder=_JSON, decoder=json.loads, schema="pg_catalog")
 
 
-_JSON = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def _JSON(value: Any) -> str:
+    """JSON for a jsonb column; a NUL (which jsonb refuses, failing the whole batch) becomes U+FFFD."""
+    text = _ENCODE(value)
+    return _ENCODE(_no_nul(value)) if "\\u0000" in text else text
+
+
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return text_value(value)
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nul(v) for v in value]
+    return value
+
+
+def text_value(value: str | None) -> str | None:
+    """A provider's string for a text column: PostgreSQL's text holds no NUL (U+FFFD instead)."""
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
 
 
 def call_record(r: asyncpg.Record, history: list[HistoryRow]) -> CallRecord:
@@ -204,12 +225,13 @@ def scope_row(r: asyncpg.Record) -> ScopeRow:
     )
 
 
-_CASTS: Mapping[str, Any] = {"bool": bool, "int": int, "float8": float}
+_CASTS: Mapping[str, Any] = {"bool": bool, "int": int, "float8": float, "text": text_value}
 
 
 def column_values(cols: tuple[str, ...], fields: list[Mapping[str, Any]]) -> list[list[Any]]:
     """Per column, the values of every row (the arrays a fenced update binds), in the column's
-    type: the host writes SQLite's 0/1 for flags, PostgreSQL's arrays want booleans."""
+    type: the host writes SQLite's 0/1 for flags, PostgreSQL's arrays want booleans (and text
+    no NUL)."""
     out = []
     for c in cols:
         cast = _CASTS.get(COLUMN_TYPES[c])

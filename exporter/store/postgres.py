@@ -144,7 +144,7 @@ class PostgresStore:
             entry[1] += up.polls
             entry[2] += up.poll_errors
             entry[3] = up.fence
-            history += [(up.seq, *h) for h in up.history]
+            history += [(up.seq, state, pgsql.text_value(status), at) for state, status, at in up.history]
         shapes: dict[tuple[str, ...], list[tuple[int, list[Any]]]] = {}
         for seq, entry in merged.items():
             if entry[3] is None:
