@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import sqlite3
 import subprocess
@@ -35,7 +36,7 @@ from outbound_call_exporter.plugins import Registry
 from outbound_call_exporter.privacy import MASK, OMITTED, Privacy, country_code, is_loopback, mask_number
 from outbound_call_exporter.store import NewCall, SQLiteStore as Store, Update
 
-from conftest import account, make_config, running_service, wait_until
+from conftest import account, make_config, running_service, stored_text, wait_until
 
 MARK = uuid.uuid4().hex[:8]
 CRM = f"CRM-{MARK}"  # a CRM id in every declared metadata field
@@ -439,7 +440,10 @@ def test_prune_deletes_old_unwatched_records_from_the_files(tmp_path):
     assert refused.returncode != 0 and "no store at" in refused.stderr and not (tmp_path / "nope.db").exists()
 
 
+@pytest.mark.both_stores
 def test_prune_while_the_service_runs(registry, tmp_path):
+    """`prune` opens the store the service uses: the SQLite file, or the PostgreSQL database
+    whose URL comes from store_url_file or OCE_STORE_URL (as the service loads it)."""
     fake = registry.fakes["telzino"](seed=9)
     with fake.running():
         config = make_config(tmp_path, [account("tz", "telzino", fake.url, fake.demo_settings())],
@@ -452,16 +456,28 @@ def test_prune_while_the_service_runs(registry, tmp_path):
             for call in calls:
                 wait_until(lambda: not svc.call("tz", call.call_id)["watching"], message="call finished")
             path = tmp_path / "prune.yml"
-            path.write_text(yaml.safe_dump({"store_path": str(config.store_path), "accounts": [ACCOUNT]}))
-            result = subprocess.run([sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config",
-                                     str(path), "--older-than-days", "1e-9"],  # finished before now
-                                    capture_output=True, text=True, timeout=60)
+            doc: dict[str, Any] = {"store_path": str(config.store_path), "accounts": [ACCOUNT]}
+            env = dict(os.environ)
+            if config.store_url is not None:  # with a password: it must show nowhere
+                url = config.store_url.get_secret_value().replace("oce@", "oce:pg-s3cret@")
+                (tmp_path / "store_url").write_text(url + "\n")
+                doc = {**doc, "store_url_file": str(tmp_path / "store_url")}
+            path.write_text(yaml.safe_dump(doc))
+            cli = [sys.executable, "-m", "outbound_call_exporter.cli", "prune", "--config", str(path)]
+            result = subprocess.run([*cli, "--older-than-days", "1e-9"],  # finished before now
+                                    capture_output=True, text=True, timeout=60, env=env)
             assert result.returncode == 0 and "deleted 3 call record(s)" in result.stdout, result
-            assert result.stderr == "", result.stderr  # an idle service does not hold the WAL
+            assert result.stderr == "", result.stderr  # an idle service holds neither the WAL nor a VACUUM
             for call in calls:
                 assert svc.client.get(f"/api/v1/calls/tz/{call.call_id}").status_code == 404
-            stored = b"".join(f.read_bytes() for f in tmp_path.glob("calls.db*"))
-            assert b"8135551234" not in stored, "pruned numbers are still in the store files"
+            assert "8135551234" not in stored_text(config), "pruned numbers are still in the store"
+            if config.store_url is not None:
+                assert "pg-s3cret" not in result.stdout and "/t" in result.stdout  # host:port/database
+                path.write_text(yaml.safe_dump({"accounts": [ACCOUNT]}))  # the URL from the environment
+                env["OCE_STORE_URL"] = url
+                again = subprocess.run([*cli, "--older-than-days", "1e-9"], capture_output=True, text=True,
+                                       timeout=60, env=env)
+                assert again.returncode == 0 and "deleted 0 call record(s)" in again.stdout, again
             fresh = fake.add_call(steps=steps(fake, State.COMPLETED, end=0.2))
             body = {"account": "tz", "call_id": fresh.call_id, "params": fresh.params}
             assert svc.client.post("/api/v1/calls", json=body).status_code == 201
