@@ -308,7 +308,11 @@ class PostgresStore:
             raise StoreError(f"PostgreSQL store {self.where}: cannot load watched calls: {self._scrub(exc)}") from None
 
     async def active(self, seqs: Collection[int]) -> list[StoredCall]:
-        """These calls if they are still watched and not terminal (what an inbox item names)."""
+        """These calls if they are still watched and not terminal (what an inbox item names).
+        What is queued is written first: a call this replica finished a moment ago (a scope's
+        listing found it terminal) must not come back from its own "watch" item, polled and
+        counted a second time."""
+        await self._flush_quietly()
         rows = await self._do("load calls", lambda conn: conn.fetch(pgsql.ACTIVE_SEQS, sorted(seqs), _TERMINAL))
         return [pgsql.stored_call(r) for r in rows]
 
