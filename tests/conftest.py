@@ -7,24 +7,24 @@ both over real sockets with plain httpx clients. No sleeps: `wait_until` polls a
 Both store backends. `make_config` gives a test the SQLite file `tmp_path / "calls.db"`; in a
 module marked `pytestmark = pytest.mark.both_stores` every test runs twice, `[sqlite]` and
 `[postgresql]`, and under `[postgresql]` `make_config` sets `store_url` to a database of its
-own per `tmp_path` instead (copied from a template the schema was migrated into once, dropped
-when the module ends). No test's signature changes: the autouse fixture `store_backend` is
+own per `tmp_path` instead (a copy of a template the schema was migrated into once, emptied
+when the test ends and handed to the next: no state leaks, and far faster than a new one). No test's signature changes: the autouse fixture `store_backend` is
 what the marker parametrizes (module scope, so a module-scoped service is built once per
 backend; such a fixture names `store_backend` so it is built after it). The service is then one
-replica that must hold its leases before `/-/ready`, and `running_service` waits for that.
-Where a test looks into the store itself, `store_rows` and `break_store` speak to either one.
+replica that holds its leases before `serve` reports it ready, so `running_service` waits for
+that. Where a test looks into the store, `store_rows`, `stored_text` and `break_store` speak to
+either backend.
 
 On both backends: test_api, test_api_fuzz, test_lifecycle_e2e, test_discovery (scopes,
-webhooks), test_trillet_e2e, test_privacy's service tests, test_store_contract (the CallStore
-interface on both stores directly). SQLite only, by nature:
+webhooks), test_trillet_e2e, test_privacy's prune-while-running, and test_store_contract (the
+CallStore interface on both stores directly). SQLite only, by nature:
 - test_store_batch: SQLite's two write-behind paths (json_each vs executemany);
-- test_crash_safety, test_restart, test_soak, test_demo: a SIGKILL/restart on the same file,
-  WAL and crash safety of the file, the demo's own SQLite store; PostgreSQL's own drills
-  (SIGKILL, SIGSTOP, database restart, rolling restart) are test_scaleout's;
-- the prune tests on the store's files (zeroed pages, the WAL) in test_privacy; prune on
-  PostgreSQL is tested in test_store_contract and test_pg_store;
-- tests that use no store of their own (config, plugins, docs, metrics' shapes, TLS, proxy,
-  logs): the store is beside their point, and CI's 20 minutes are not.
+- test_crash_safety, test_restart, test_soak, test_demo: a SIGKILL, restart or soak on the same
+  file, its WAL and crash safety, the demo's own SQLite store; PostgreSQL's drills (SIGKILL,
+  SIGSTOP, a database restart, rolling restarts) are test_scaleout's, its store test_pg_store's;
+- test_privacy's and test_secrets' checks of the store's files (zeroed pages, the WAL, bytes);
+- tests whose store is beside their point (config, plugins, docs, metric shapes, TLS, proxy,
+  logs, CLI): CI's 20 minutes are better spent where the store is the subject.
 """
 
 from __future__ import annotations
