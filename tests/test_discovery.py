@@ -73,9 +73,11 @@ def run_batch(tmp_path, registry, jobs: int, via_scope: bool) -> tuple[int, dict
         return requests_of(fake), dict(fake.requests)
 
 
-def test_batch_scope_watches_every_job_with_far_fewer_requests(tmp_path, registry):
+def test_batch_scope_watches_every_job_with_far_fewer_requests(tmp_path, registry, store_backend):
     jobs = 150
     scoped, detail = run_batch(tmp_path / "scope", registry, jobs, via_scope=True)
+    if store_backend == "postgresql":  # every job finished once, checked; the request counts
+        return  # compared below are the scope's logic, not the store's (and cost 15 s of CI)
     polled, _ = run_batch(tmp_path / "poll", registry, jobs, via_scope=False)
     print(f"\n{jobs} Trillet jobs: per-call polling {polled} requests; batch scope {scoped} requests "
           f"(list {detail.get('list', 0)}, progress {detail.get('progress', 0)}, status {detail.get('status', 0)})")
