@@ -16,14 +16,15 @@ that. Where a test looks into the store, `store_rows`, `stored_text` and `break_
 either backend.
 
 On both backends: test_api, test_api_fuzz, test_lifecycle_e2e, test_discovery (scopes,
-webhooks), test_trillet_e2e, test_privacy's prune-while-running, test_secrets' stored failure
-reason, and test_store_contract (the CallStore interface on both stores directly). SQLite
-only, by nature:
+webhooks; the batch scope's per-call baseline on SQLite only), test_trillet_e2e, test_privacy's
+webhook and prune-while-running, test_secrets' stored failure reason, and test_store_contract
+(the CallStore interface on both stores directly). SQLite only, by nature or for CI's time:
 - test_store_batch: SQLite's two write-behind paths (json_each vs executemany);
 - test_crash_safety, test_restart, test_soak, test_demo: a SIGKILL, restart or soak on the same
   file, its WAL and crash safety, the demo's own SQLite store; PostgreSQL's drills (SIGKILL,
   SIGSTOP, a database restart, rolling restarts) are test_scaleout's, its store test_pg_store's;
-- test_privacy's checks of the store's files (zeroed pages after prune, the WAL);
+- test_privacy's checks of the store's files (zeroed pages after prune, the WAL), and its
+  per-plugin policy and scope-listing tests (the policy applies before any store);
 - tests whose store is beside their point (config, plugins, docs, metric shapes, TLS, proxy,
   logs, CLI): CI's 20 minutes are better spent where the store is the subject.
 """
