@@ -107,8 +107,7 @@ UPDATE_SCOPE = "UPDATE oce_scopes SET complete = $2, discovered = $3 WHERE id = 
 DELETE_SCOPE = "DELETE FROM oce_scopes WHERE id = $1"
 #: prune: the calls it deletes, locked so a registration cannot watch one again meanwhile
 PRUNE_CALLS = (
-    "SELECT seq FROM oce_calls WHERE NOT watching"
-    " AND coalesce(ended_at, last_polled_at, first_seen_at) < $1 FOR UPDATE"
+    "SELECT seq FROM oce_calls WHERE NOT watching AND coalesce(ended_at, last_polled_at, first_seen_at) < $1 FOR UPDATE"
 )
 PRUNE_ROWS = (
     "DELETE FROM oce_history WHERE call_seq = ANY($1::bigint[])",
