@@ -57,6 +57,8 @@ class AccountPoller:
         self.max_watch_seconds = max_watch_seconds
         self.wall = wall_clock
         self.calls: dict[str, WatchedCall] = {}
+        #: calls finished here whose fenced terminal write is not in yet (a row read meanwhile is stale)
+        self.finishing: set[str] = set()
         self.counts: dict[State, int] = {}
         self.health = AccountHealth(account.name, min(account.cadence.values()))
         self.dispatcher = Dispatcher(
@@ -244,11 +246,15 @@ class AccountPoller:
         self.counts[outcome.previous] -= 1
         del self.calls[call.call_id]
         call.watching = False
-        self._write(
-            call,
-            Update(call.seq, outcome.fields, polls=polls, history=outcome.history),
-            partial(self._count_finished, outcome, now),
-        )
+        count = partial(self._count_finished, outcome, now)
+        if call.fence is not None:  # until its write is in, a stale stored row must not revive it
+            self.finishing.add(call.call_id)
+            count = partial(self._settled, call.call_id, count)
+        self._write(call, Update(call.seq, outcome.fields, polls=polls, history=outcome.history), count)
+
+    def _settled(self, call_id: str, count: Callable[[], None]) -> None:
+        self.finishing.discard(call_id)
+        count()
 
     def _count_finished(self, outcome: Outcome, now: float) -> None:
         if outcome.time_to_answer is not None:

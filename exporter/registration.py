@@ -110,7 +110,7 @@ class Registrar:
             if poller is None:
                 orphans += 1
                 continue
-            if row.call_id in poller.calls:
+            if row.call_id in poller.calls or row.call_id in poller.finishing:
                 continue
             try:
                 params = poller.account.provider.Params.model_validate({**row.params, "call_id": row.call_id})
