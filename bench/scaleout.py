@@ -326,12 +326,22 @@ def report(r: dict[str, Any], a: argparse.Namespace, cmd: str) -> str:
             f"| PostgreSQL, {n} replica{'s' if n > 1 else ''} | {fmt(p['rate'])} | {each} | {p['cpu_per_1k']:.3f} |"
             f" {p['db_per_1k']:.3f} | {p['cores']:.2f} / {p['others']:.2f} | {p['rate'] / base:.0%} |"
         )
+    out += ["", "| figure | result | target |", "|---|--:|---|"]
+    out += [f"| {name} | {value} | {target} |" for name, value, target in figures(r, a)]
+    errors = r["sqlite"]["errors"] + sum(p["errors"] for p in r["pg"].values())
+    if errors:
+        out.append(f"\nWarning: {errors:.0f} polls failed during the measurements (see the logs with --keep).")
+    return "\n".join(out)
+
+
+def figures(r: dict[str, Any], a: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(figure, result, target) rows of everything but polls/s."""
     take = r["takeover"]
     owned_s, polled_s = [t["owned"] for t in take], [t["polled"] for t in take]
     l1, l3 = r["limit1"], r["limit3"]
     ready1, listening1, ready2 = r["ready"]
     calls = a.batches * 1000
-    figures = [
+    return [
         (
             f"registrations/s, {a.batches} REST batches of 1,000 at 1 replica (4 in flight; median batch)",
             f"{fmt(r['reg1']['rate'])} ({r['reg1']['median_ms']:.0f} ms)",
@@ -374,12 +384,6 @@ def report(r: dict[str, Any], a: argparse.Namespace, cmd: str) -> str:
             f"≤ {LIMIT}",
         ),
     ]
-    out += ["", "| figure | result | target |", "|---|--:|---|"]
-    out += [f"| {name} | {value} | {target} |" for name, value, target in figures]
-    errors = r["sqlite"]["errors"] + sum(p["errors"] for p in r["pg"].values())
-    if errors:
-        out.append(f"\nWarning: {errors:.0f} polls failed during the measurements (see the logs with --keep).")
-    return "\n".join(out)
 
 
 if __name__ == "__main__":
