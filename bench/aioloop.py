@@ -40,8 +40,13 @@ async def drive(url: str, token: str, concurrency: int, duration: float, max_req
         cpu0, t0 = _cpu(), time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds, cpu = time.monotonic() - t0, _cpu() - cpu0
-    return {"requests": done, "errors": errors, "seconds": seconds, "cpu_seconds": cpu,
-            "loop": type(asyncio.get_running_loop()).__module__.split(".")[0]}
+    return {
+        "requests": done,
+        "errors": errors,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+    }
 
 
 def _cpu() -> float:

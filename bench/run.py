@@ -40,14 +40,27 @@ HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token"
 AGENT = "123e4567-e89b-12d3-a456-426614174000"
 #: a Telzino record of a ringing call (the documented shape), so every poll is a real parse
-BODY = json.dumps({
-    "id": "0fc6daf8-7251-4553-9488-867ba0b82d8e", "agent_id": AGENT, "to_number": "+18135551234",
-    "status": "dialing", "call_context": "You are calling John to confirm his appointment tomorrow at 2pm.",
-    "request_metadata": {"crm_id": "123"}, "callback_url": "https://your-system.com/telzino/call-result",
-    "callback_delivered": None, "transcript_id": None, "summary_text": None, "error": None,
-    "sip_status_code": None, "created_at": "2026-06-11T12:49:28.898751+00:00", "answered_at": None,
-    "ended_at": None, "duration": None,
-}, separators=(",", ":"))
+BODY = json.dumps(
+    {
+        "id": "0fc6daf8-7251-4553-9488-867ba0b82d8e",
+        "agent_id": AGENT,
+        "to_number": "+18135551234",
+        "status": "dialing",
+        "call_context": "You are calling John to confirm his appointment tomorrow at 2pm.",
+        "request_metadata": {"crm_id": "123"},
+        "callback_url": "https://your-system.com/telzino/call-result",
+        "callback_delivered": None,
+        "transcript_id": None,
+        "summary_text": None,
+        "error": None,
+        "sip_status_code": None,
+        "created_at": "2026-06-11T12:49:28.898751+00:00",
+        "answered_at": None,
+        "ended_at": None,
+        "duration": None,
+    },
+    separators=(",", ":"),
+)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -63,7 +76,7 @@ def free_port() -> int:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of every thread of `pid`."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -160,8 +173,9 @@ http {{
   }}
 }}
 """)
-    proc = spawn([exe, "-p", str(root), "-e", str(root / "error.log"), "-c", str(root / "nginx.conf")],
-                 root / "stdout.log")
+    proc = spawn(
+        [exe, "-p", str(root), "-e", str(root / "error.log"), "-c", str(root / "nginx.conf")], root / "stdout.log"
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -172,8 +186,10 @@ http {{
             except OSError:
                 pass
             if proc.popen.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"nginx did not start:\n{proc.tail()}\n"
-                                 f"{(root / 'error.log').read_text(errors='replace') if (root / 'error.log').exists() else ''}")
+                raise SystemExit(
+                    f"nginx did not start:\n{proc.tail()}\n"
+                    f"{(root / 'error.log').read_text(errors='replace') if (root / 'error.log').exists() else ''}"
+                )
             time.sleep(0.05)
         yield port
     finally:
@@ -214,19 +230,30 @@ class Exporter:
 
     def polls(self) -> tuple[float, float]:
         text = self.metrics()
-        return (counter_sum(text, "outbound_call_status_requests_total"),
-                counter_sum(text, "outbound_call_status_request_errors_total"))
+        return (
+            counter_sum(text, "outbound_call_status_requests_total"),
+            counter_sum(text, "outbound_call_status_request_errors_total"),
+        )
 
 
 def write_config(path: Path, port: int, store: Path, nginx_port: int, **account: Any) -> None:
-    acc = {"name": "bench", "provider": "telzino", "base_url": f"http://127.0.0.1:{nginx_port}",
-           "settings": {"token": TOKEN, "agent_id": AGENT}, **account}
-    path.write_text(json.dumps({"listen_address": f"127.0.0.1:{port}", "store_path": str(store),
-                                "log_level": "warning", "accounts": [acc]}))  # JSON is YAML
+    acc = {
+        "name": "bench",
+        "provider": "telzino",
+        "base_url": f"http://127.0.0.1:{nginx_port}",
+        "settings": {"token": TOKEN, "agent_id": AGENT},
+        **account,
+    }
+    path.write_text(
+        json.dumps(
+            {"listen_address": f"127.0.0.1:{port}", "store_path": str(store), "log_level": "warning", "accounts": [acc]}
+        )
+    )  # JSON is YAML
 
 
-def start_exporter(work: Path, name: str, store: Path, nginx_port: int, probe: Path | None = None,
-                   **account: Any) -> Exporter:
+def start_exporter(
+    work: Path, name: str, store: Path, nginx_port: int, probe: Path | None = None, **account: Any
+) -> Exporter:
     port = free_port()
     config = work / f"{name}.yaml"
     write_config(config, port, store, nginx_port, **account)
@@ -239,24 +266,36 @@ def start_exporter(work: Path, name: str, store: Path, nginx_port: int, probe: P
     return exporter
 
 
-FAST = {"max_concurrency": 64, "max_requests_per_second": 100_000,
-        "poll_interval_seconds": {s: 0.1 for s in ("queued", "dialing", "in_progress", "unknown")}}
+FAST = {
+    "max_concurrency": 64,
+    "max_requests_per_second": 100_000,
+    "poll_interval_seconds": {s: 0.1 for s in ("queued", "dialing", "in_progress", "unknown")},
+}
+
+
+async def fill(store: Any, n: int) -> None:
+    """`n` watched calls written through an open store of the exporter's own (either backend)."""
+    from outbound_call_exporter.store import NewCall
+
+    now = time.time()
+    for i in range(0, n, 5000):
+        await store.register(
+            [NewCall("bench", str(uuid.uuid4()), "telzino", {"agent_id": AGENT}, now) for _ in range(min(5000, n - i))],
+            "queued",
+        )
 
 
 def prefill(store: Path, n: int) -> None:
-    """A store with `n` watched calls, written through the exporter's own Store."""
-    from outbound_call_exporter.store import NewCall, SQLiteStore
+    """A SQLite store with `n` watched calls."""
+    from outbound_call_exporter.store import SQLiteStore
 
-    async def fill() -> None:
+    async def run() -> None:
         s = SQLiteStore(store)
         await s.open()
-        now = time.time()
-        for i in range(0, n, 5000):
-            await s.register([NewCall("bench", str(uuid.uuid4()), "telzino", {"agent_id": AGENT}, now)
-                              for _ in range(min(5000, n - i))], "queued")
+        await fill(s, n)
         await s.close()
 
-    asyncio.run(fill())
+    asyncio.run(run())
 
 
 # -- measurements ----------------------------------------------------------------------------------
@@ -276,9 +315,13 @@ def per_second_rates(sample: Any, window: float) -> tuple[list[float], float, fl
 
 
 def measure_wrk(url: str, connections: int, window: float) -> float:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(window))}s",
-                          "-H", f"Authorization: Bearer {TOKEN}", url],
-                         capture_output=True, text=True, timeout=window + 60, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(window))}s", "-H", f"Authorization: Bearer {TOKEN}", url],
+        capture_output=True,
+        text=True,
+        timeout=window + 60,
+        check=True,
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not match or "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk run failed:\n{out}")
@@ -286,10 +329,18 @@ def measure_wrk(url: str, connections: int, window: float) -> float:
 
 
 def measure_aioloop(url: str, connections: int, window: float, use_uvloop: bool) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE / "aioloop.py"), url, "--token", TOKEN, "--concurrency", str(connections),
-           "--duration", str(window)] + (["--uvloop"] if use_uvloop else [])
-    result = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=window + 60,
-                                       check=True).stdout)
+    cmd = [
+        sys.executable,
+        str(HERE / "aioloop.py"),
+        url,
+        "--token",
+        TOKEN,
+        "--concurrency",
+        str(connections),
+        "--duration",
+        str(window),
+    ] + (["--uvloop"] if use_uvloop else [])
+    result = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=window + 60, check=True).stdout)
     if result["errors"]:
         raise SystemExit(f"plain aiohttp loop saw {result['errors']} errors")
     return result
@@ -302,8 +353,14 @@ def measure_polls(exporter: Exporter, warmup: float, window: float) -> dict[str,
     rates, polls, seconds = per_second_rates(lambda: exporter.polls()[0], window)
     cpu = cpu_seconds(exporter.proc.pid) - cpu0
     p1, e1 = exporter.polls()
-    return {"rate": statistics.median(rates), "mean": polls / seconds, "cpu_per_1k": cpu / (polls / 1000),
-            "cores": cpu / seconds, "errors": e1 - e0, "polls": p1 - p0}
+    return {
+        "rate": statistics.median(rates),
+        "mean": polls / seconds,
+        "cpu_per_1k": cpu / (polls / 1000),
+        "cores": cpu / seconds,
+        "errors": e1 - e0,
+        "polls": p1 - p0,
+    }
 
 
 def start_profile(exporter: Exporter, work: Path, window: float) -> subprocess.Popen | None:
@@ -312,10 +369,26 @@ def start_profile(exporter: Exporter, work: Path, window: float) -> subprocess.P
     if not Path(exe).exists():
         log("  --profile: py-spy not found (pip install py-spy); no profile")
         return None
-    return subprocess.Popen([exe, "record", "--pid", str(exporter.proc.pid), "--duration", str(int(window + 3)),
-                             "--rate", "200", "--format", "raw", "--threads", "--nonblocking",
-                             "--output", str(work / "profile.txt")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(exporter.proc.pid),
+            "--duration",
+            str(int(window + 3)),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "--output",
+            str(work / "profile.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 #: where a sample of the event loop's thread goes, first matching rule wins (frames joined by ";")
@@ -327,13 +400,17 @@ STAGES = [
     ("plugin builds the httpx.Request (httpx URL parsing included)", lambda st: "build_request" in st),
     ("plugin parses the answer", lambda st: "parse_response" in st),
     ("transport glue (exporter/transport.py: headers, URL, deadline, cap)", lambda st: "AiohttpTransport" in st),
-    ("event loop, native (uvloop: epoll, socket reads, timers)", lambda st: st.endswith("Runner.run (asyncio/runners.py)")),
+    (
+        "event loop, native (uvloop: epoll, socket reads, timers)",
+        lambda st: st.endswith("Runner.run (asyncio/runners.py)"),
+    ),
     ("scheduler, state machine, metrics, store queue", lambda st: "AccountPoller" in st or "(plugins/" in st),
 ]
 
 
-def finish_profile(profiler: subprocess.Popen, work: Path, top: int = 15
-                   ) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
+def finish_profile(
+    profiler: subprocess.Popen, work: Path, top: int = 15
+) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
     """Self time per function of the event loop's thread, and its samples by stage (STAGES),
     both as shares of its samples."""
     profiler.wait(120)
@@ -356,8 +433,10 @@ def finish_profile(profiler: subprocess.Popen, work: Path, top: int = 15
             total += int(count)
     if not total:
         return [], []
-    return ([(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]],
-            [(n / total, name) for name, n in sorted(stages.items(), key=lambda kv: -kv[1])])
+    return (
+        [(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]],
+        [(n / total, name) for name, n in sorted(stages.items(), key=lambda kv: -kv[1])],
+    )
 
 
 def scrape_ms(port: int, n: int) -> float:
@@ -379,28 +458,41 @@ def scrape_ms(port: int, n: int) -> float:
     return statistics.median(times)
 
 
-async def register_batches(port: int, total: int, batch: int, parallel: int) -> float:
-    """POST `total` new calls in batches of `batch`, `parallel` requests at a time; calls/s."""
+async def post_batches(ports: list[int], total: int, batch: int, parallel: int) -> tuple[float, list[float]]:
+    """POST `total` new calls in batches of `batch`, `parallel` requests at a time (worker k
+    posting to `ports[k % len(ports)]`); (wall seconds, each batch's seconds)."""
     import aiohttp
 
-    batches = [[{"account": "bench", "call_id": str(uuid.uuid4())} for _ in range(min(batch, total - i))]
-               for i in range(0, total, batch)]
+    batches = [
+        [{"account": "bench", "call_id": str(uuid.uuid4())} for _ in range(min(batch, total - i))]
+        for i in range(0, total, batch)
+    ]
     bodies = [json.dumps(b).encode() for b in batches]
     queue = list(range(len(bodies)))
-    url = f"http://127.0.0.1:{port}/api/v1/calls"
+    times: list[float] = []
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        async def worker() -> None:
+
+        async def worker(k: int) -> None:
+            url = f"http://127.0.0.1:{ports[k % len(ports)]}/api/v1/calls"
             while queue:
                 i = queue.pop()
+                t = time.perf_counter()
                 async with session.post(url, data=bodies[i], headers={"Content-Type": "application/json"}) as r:
                     answer = await r.read()
                     if r.status != 201 or json.loads(answer)["created"] != len(batches[i]):
                         raise SystemExit(f"batch registration answered {r.status}: {answer[:300]!r}")
+                times.append(time.perf_counter() - t)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(parallel)))
-        return total / (time.perf_counter() - t0)
+        await asyncio.gather(*(worker(k) for k in range(parallel)))
+        return time.perf_counter() - t0, times
+
+
+async def register_batches(port: int, total: int, batch: int, parallel: int) -> float:
+    """POST `total` new calls in batches of `batch`, `parallel` requests at a time; calls/s."""
+    seconds, _ = await post_batches([port], total, batch, parallel)
+    return total / seconds
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -421,12 +513,15 @@ def machine() -> str:
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1:2]
     try:
         import uvloop
+
         loop = f"uvloop {uvloop.__version__}"
     except ImportError:
         loop = "asyncio"
-    return (f"{os.cpu_count()} × {cpu}, {mem:.0f} GiB RAM, Linux {platform.release()}; "
-            f"Python {platform.python_version()}, event loop {loop}, aiohttp {aiohttp.__version__}, "
-            f"httpx {httpx.__version__}; nginx {nginx_v} (1 worker), wrk {' '.join(wrk_v)}")
+    return (
+        f"{os.cpu_count()} × {cpu}, {mem:.0f} GiB RAM, Linux {platform.release()}; "
+        f"Python {platform.python_version()}, event loop {loop}, aiohttp {aiohttp.__version__}, "
+        f"httpx {httpx.__version__}; nginx {nginx_v} (1 worker), wrk {' '.join(wrk_v)}"
+    )
 
 
 def fmt(x: float, unit: str = "") -> str:
@@ -441,12 +536,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s windows and 1k/10k/20k calls (smoke test)")
     parser.add_argument("--window", type=float, default=10.0, help="seconds per throughput measurement")
-    parser.add_argument("--connections", type=int, default=64,
-                        help="connections for wrk, the aiohttp loop and the exporter's max_concurrency")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=64,
+        help="connections for wrk, the aiohttp loop and the exporter's max_concurrency",
+    )
     parser.add_argument("--sizes", default="1000,10000,100000", help="watched calls for the polls/s runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, stores)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also sample the exporter with py-spy during the 10,000-call run; print the hot spots")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample the exporter with py-spy during the 10,000-call run; print the hot spots",
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -461,6 +563,7 @@ def main() -> int:
     FAST["max_concurrency"] = conns
     try:
         import uvloop  # noqa: F401
+
         use_uvloop = True
     except ImportError:
         use_uvloop = False
@@ -519,8 +622,9 @@ def main() -> int:
             out = work / "lag.json"
             lag_window = max(15.0, window)
             log(f"scheduling lag with {lag_calls:,} calls at the documented cadence ({lag_window:g}s)")
-            exp = start_exporter(work, "lag", lag_store, nginx_port, probe=out,
-                                 max_concurrency=conns, max_requests_per_second=5000)
+            exp = start_exporter(
+                work, "lag", lag_store, nginx_port, probe=out, max_concurrency=conns, max_requests_per_second=5000
+            )
             cpu0 = cpu_seconds(exp.proc.pid)
             lag_polls = measure_polls(exp, 5.0, lag_window)
             rows["lag_cores"] = (cpu_seconds(exp.proc.pid) - cpu0) / (lag_window + 5.0)
@@ -546,47 +650,82 @@ def log(message: str) -> None:
 def report(r: dict[str, Any], sizes: list[int], conns: int, window: float, use_uvloop: bool, cmd: str) -> str:
     aio, wrk = r["aio_rate"], r["wrk"]
     loop = "uvloop" if use_uvloop else "asyncio"
-    out = [f"Machine: {machine()}", f"Command: `{cmd}` ({r['elapsed']:.0f} s)", "",
-           f"| driver ({conns} connections, same nginx endpoint) | watched calls | requests/s | CPU s per 1k |"
-           " vs aiohttp loop | vs wrk |",
-           "|---|--:|--:|--:|--:|--:|",
-           f"| wrk -t1 (client-side limit) | – | {fmt(wrk)} | – | {wrk / aio:.1f}× | 100 % |",
-           f"| plain aiohttp loop, {loop} (Python limit) | – | {fmt(aio)} |"
-           f" {r['aio']['cpu_seconds'] / (r['aio']['requests'] / 1000):.3f} | 100 % | {aio / wrk:.0%} |"]
+    out = [
+        f"Machine: {machine()}",
+        f"Command: `{cmd}` ({r['elapsed']:.0f} s)",
+        "",
+        f"| driver ({conns} connections, same nginx endpoint) | watched calls | requests/s | CPU s per 1k |"
+        " vs aiohttp loop | vs wrk |",
+        "|---|--:|--:|--:|--:|--:|",
+        f"| wrk -t1 (client-side limit) | – | {fmt(wrk)} | – | {wrk / aio:.1f}× | 100 % |",
+        f"| plain aiohttp loop, {loop} (Python limit) | – | {fmt(aio)} |"
+        f" {r['aio']['cpu_seconds'] / (r['aio']['requests'] / 1000):.3f} | 100 % | {aio / wrk:.0%} |",
+    ]
     for n in sizes:
         p = r["polls"][n]
-        out.append(f"| exporter, 0.1 s cadence | {n:,} | {fmt(p['rate'])} | {p['cpu_per_1k']:.3f} |"
-                   f" {p['rate'] / aio:.0%} | {p['rate'] / wrk:.0%} |")
+        out.append(
+            f"| exporter, 0.1 s cadence | {n:,} | {fmt(p['rate'])} | {p['cpu_per_1k']:.3f} |"
+            f" {p['rate'] / aio:.0%} | {p['rate'] / wrk:.0%} |"
+        )
     big = max(sizes)
     lag, small, large = r["lag"], r["scrape_small"], r["scrape_big"]
     worst = min(r["polls"][n]["rate"] for n in sizes)
     rows = [
         ("polls/s, one process (lowest of the sizes above)", fmt(worst), "≥ 4,000", worst >= 4000),
         ("polls/s vs plain aiohttp loop (lowest)", f"{worst / aio:.0%}", "≥ 50 %", worst / aio >= 0.5),
-        (f"scheduling lag p50 / p99, 10,000 calls at 3 s ({fmt(r['lag_rate'])} polls/s, "
-         f"{r['lag_cores']:.0%} of a core)",
-         f"{lag['p50'] * 1000:.1f} ms / {lag['p99'] * 1000:.1f} ms" if "p99" in lag else "no samples",
-         "p99 ≤ 1 s", "p99" in lag and lag["p99"] <= 1.0),
+        (
+            f"scheduling lag p50 / p99, 10,000 calls at 3 s ({fmt(r['lag_rate'])} polls/s, "
+            f"{r['lag_cores']:.0%} of a core)",
+            f"{lag['p50'] * 1000:.1f} ms / {lag['p99'] * 1000:.1f} ms" if "p99" in lag else "no samples",
+            "p99 ≤ 1 s",
+            "p99" in lag and lag["p99"] <= 1.0,
+        ),
         ("/metrics scrape, 100 calls (median of 50)", f"{small:.2f} ms", "–", True),
-        (f"/metrics scrape, {big:,} calls (median of 50)", f"{large:.2f} ms ({large / small:.2f}×)",
-         "≤ 20 ms, ≤ 1.5×", large <= 20 and large / small <= 1.5),
+        (
+            f"/metrics scrape, {big:,} calls (median of 50)",
+            f"{large:.2f} ms ({large / small:.2f}×)",
+            "≤ 20 ms, ≤ 1.5×",
+            large <= 20 and large / small <= 1.5,
+        ),
         (f"/metrics scrape, {big:,} calls while polling flat out", f"{r['scrape_busy']:.2f} ms", "–", True),
-        (f"resident memory per watched call at {big:,}", f"{r['rss_per_call']:,.0f} B", "≤ 2,048 B",
-         r["rss_per_call"] <= 2048),
-        ("registrations/s, REST batches of 1,000 (4 in parallel, committed before the answer)",
-         fmt(r["reg_rate"]), "≥ 5,000", r["reg_rate"] >= 5000),
-        (f"restart to /-/ready with {big:,} calls stored (listening after {r['listening']:.2f} s)",
-         f"{r['ready']:.2f} s", "≤ 3 s", r["ready"] <= 3.0),
+        (
+            f"resident memory per watched call at {big:,}",
+            f"{r['rss_per_call']:,.0f} B",
+            "≤ 2,048 B",
+            r["rss_per_call"] <= 2048,
+        ),
+        (
+            "registrations/s, REST batches of 1,000 (4 in parallel, committed before the answer)",
+            fmt(r["reg_rate"]),
+            "≥ 5,000",
+            r["reg_rate"] >= 5000,
+        ),
+        (
+            f"restart to /-/ready with {big:,} calls stored (listening after {r['listening']:.2f} s)",
+            f"{r['ready']:.2f} s",
+            "≤ 3 s",
+            r["ready"] <= 3.0,
+        ),
     ]
     out += ["", "| figure | result | target | |", "|---|--:|---|---|"]
     out += [f"| {a} | {b} | {c} | {ok(d) if c != '–' else ''} |" for a, b, c, d in rows]
     if r.get("stages"):
-        out += ["", "Where the event loop's thread spends its time, 10,000 calls at 0.1 s (py-spy samples by stage):",
-                "", "| share | stage |", "|--:|---|"]
+        out += [
+            "",
+            "Where the event loop's thread spends its time, 10,000 calls at 0.1 s (py-spy samples by stage):",
+            "",
+            "| share | stage |",
+            "|--:|---|",
+        ]
         out += [f"| {share:.1%} | {name} |" for share, name in r["stages"]]
     if r.get("profile"):
-        out += ["", "Hot spots of the event loop's thread, 10,000 calls at 0.1 s (py-spy, self time):", "",
-                "| share | function (file) |", "|--:|---|"]
+        out += [
+            "",
+            "Hot spots of the event loop's thread, 10,000 calls at 0.1 s (py-spy, self time):",
+            "",
+            "| share | function (file) |",
+            "|--:|---|",
+        ]
         out += [f"| {share:.1%} | `{name}` |" for share, name in r["profile"]]
     if r["errors"]:
         out.append(f"\nWarning: {r['errors']:.0f} polls failed during the measurements (see the logs with --keep).")

@@ -161,6 +161,7 @@ class LeasedShare:
             ]
             for call_id in stale:
                 poller.remove(call_id)
+            poller.finishing -= {c for c in poller.finishing if partition_of(poller.name, c) in refused}
 
     def _rates(self) -> None:
         for poller in self.pollers.values():

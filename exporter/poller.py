@@ -3,8 +3,8 @@
 A poll is: build the request (plugin), send it (transport), parse it (plugin), apply it (the
 state machine in `lifecycle`), then record it (store, metrics) and schedule the next one from
 the provider's cadence — or back off. Listings and webhooks about a watched call are applied
-the same way (`refreshed`, `pushed`). Every request, of any kind, is counted in one place
-(`_exchange`): request and error counters, latency, account health and pauses.
+the same way (`refreshed`, `pushed`). Every request, of any kind, is sent and counted by the
+account's `AccountExchange`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import httpx
 from .config import Account
 from .dispatch import Dispatcher
 from .errors import PollError
+from .exchange import AccountExchange
 from .health import PAUSING, AccountHealth, backoff
 from .history import FinishedHistory
 from .lifecycle import Outcome, WatchedCall, apply_status, expire
@@ -57,6 +58,8 @@ class AccountPoller:
         self.max_watch_seconds = max_watch_seconds
         self.wall = wall_clock
         self.calls: dict[str, WatchedCall] = {}
+        #: calls finished here whose fenced terminal write is not in yet (a row read meanwhile is stale)
+        self.finishing: set[str] = set()
         self.counts: dict[State, int] = {}
         self.health = AccountHealth(account.name, min(account.cadence.values()))
         self.dispatcher = Dispatcher(
@@ -67,6 +70,9 @@ class AccountPoller:
             self._poll,
         )
         self.events = AccountLog(self.name, self.provider_name, account.provider.base_url, self.up, wall_clock)
+        self.exchange = AccountExchange(
+            self.name, self.provider_name, metrics, transport, self.health, self.events, wall_clock
+        )
         #: (partition, epoch) a write of this call's state is fenced on; None: no fence (SQLite)
         self.fence: Callable[[str, str], tuple[int, int] | None] = lambda account, call_id: None
         self.history = FinishedHistory()  # finished calls per minute, for the landing page
@@ -127,44 +133,13 @@ class AccountPoller:
         await self.transport.aclose()
         await self.events.stop()
 
-    # -- every request: sent, counted, health and pauses ---------------------------------------
-
-    async def _exchange(self, build: Callable[[], httpx.Request], parse: Callable[[httpx.Response], T]) -> T:
-        """Send one request and parse the answer; a failure is counted and raised as `PollError`."""
-        started = time.perf_counter()
-        self.metrics.requests.inc()
-        try:
-            try:
-                result = parse(await self.transport.send(build()))
-            finally:
-                self.metrics.request_duration.observe(time.perf_counter() - started)
-        except PollError as exc:
-            self._failed(exc)
-            raise
-        except Exception as exc:  # a plugin bug must not stop the account: counted like an unparseable answer
-            log.warning(
-                "account %s: plugin %s failed to handle a response: %s",
-                self.name,
-                self.provider_name,
-                type(exc).__name__,
-            )
-            error = PollError(ErrorReason.INVALID_RESPONSE, type(exc).__name__)
-            self._failed(error)
-            raise error from None
-        self.health.succeeded(self.wall())
-        self.events.success()
-        return result
-
-    def _failed(self, exc: PollError) -> None:
-        self.metrics.errors[exc.reason].inc()
-        self.events.failure(exc.reason, str(exc))
-        self.health.failed(exc, self.wall(), asyncio.get_running_loop().time())
+    # -- requests besides status polls ---------------------------------------------------------
 
     async def fetch(self, request: httpx.Request, parse: Callable[[httpx.Response], T]) -> T:
         """A request besides status polls (a listing, batch progress), within the account's limits
         and books; `PollError` on failure, already counted."""
         async with self.dispatcher.admitted():
-            return await self._exchange(lambda: request, parse)
+            return await self.exchange.send(lambda: request, parse)
 
     # -- status polls ---------------------------------------------------------------------------
 
@@ -177,7 +152,7 @@ class AccountPoller:
             return
         provider, params = self.account.provider, call.params
         try:
-            status = await self._exchange(
+            status = await self.exchange.send(
                 partial(provider.build_request, params), partial(provider.parse_response, params)
             )
         except PollError as exc:
@@ -244,11 +219,15 @@ class AccountPoller:
         self.counts[outcome.previous] -= 1
         del self.calls[call.call_id]
         call.watching = False
-        self._write(
-            call,
-            Update(call.seq, outcome.fields, polls=polls, history=outcome.history),
-            partial(self._count_finished, outcome, now),
-        )
+        count = partial(self._count_finished, outcome, now)
+        if call.fence is not None:  # until its write is in, a stale stored row must not revive it
+            self.finishing.add(call.call_id)
+            count = partial(self._settled, call.call_id, count)
+        self._write(call, Update(call.seq, outcome.fields, polls=polls, history=outcome.history), count)
+
+    def _settled(self, call_id: str, count: Callable[[], None]) -> None:
+        self.finishing.discard(call_id)
+        count()
 
     def _count_finished(self, outcome: Outcome, now: float) -> None:
         if outcome.time_to_answer is not None:

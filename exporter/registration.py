@@ -67,13 +67,13 @@ class Registrar:
         )
         out = []
         for (poller, params), res in zip(calls, results):
-            started = res.started and params.call_id not in poller.calls
-            if started:
-                if self.owns(poller.name, params.call_id):
+            if res.started:  # the store decides, once for all replicas
+                # (the owner's inbox may have handed it over already while the store answered)
+                if self.owns(poller.name, params.call_id) and params.call_id not in poller.calls:
                     poller.add(WatchedCall(res.seq, params, now, State(res.state)))
                 poller.metrics.registered.inc()
                 poller.metrics.discovered[source].inc()
-            out.append((res, started))
+            out.append((res, res.started))
         return out
 
     async def watch_listed(self, account: str, listed: ListedCall) -> bool:
@@ -110,7 +110,7 @@ class Registrar:
             if poller is None:
                 orphans += 1
                 continue
-            if row.call_id in poller.calls:
+            if row.call_id in poller.calls or row.call_id in poller.finishing:
                 continue
             try:
                 params = poller.account.provider.Params.model_validate({**row.params, "call_id": row.call_id})

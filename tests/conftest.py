@@ -80,10 +80,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
 
 
 class RunningService:
-    def __init__(self, service: Service, url: str) -> None:
+    def __init__(self, service: Service, url: str, loop: asyncio.AbstractEventLoop) -> None:
         self.service = service
         self.url = url
+        self.loop = loop
         self.client = httpx.Client(base_url=url, timeout=10, trust_env=False)
+
+    def run(self, coro: Any, timeout: float = 10) -> Any:
+        """Await `coro` on the service's own event loop (the store and pollers live there)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def metrics_text(self) -> str:
         response = self.client.get("/metrics")
@@ -132,7 +137,7 @@ def running_service(config: Config, registry: Registry | None = None) -> Iterato
     thread.start()
     if not ready.wait(30) or errors:
         raise RuntimeError(f"service did not start: {errors[:1]}")
-    running = RunningService(service, url[0])
+    running = RunningService(service, url[0], loop)
     try:
         yield running
     finally:

@@ -10,7 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"  # the oldest version still supported upstream when this was written
 
 
@@ -72,4 +73,9 @@ def test_service_and_podmonitor_select_the_pods_by_port_name() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     [endpoint] = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+    # the Operator's default job name is "<namespace>/<podmonitor>": the job is taken from a pod
+    # label instead, so the replicas are scraped under the job OutboundCallExporterAbsent watches
+    alerts = yaml.safe_load((REPO / "prometheus" / "alerts.yml").read_text())
+    [absent] = [r for g in alerts["groups"] for r in g["rules"] if r.get("alert") == "OutboundCallExporterAbsent"]
+    assert f'job="{labels[monitor["spec"]["jobLabel"]]}"' in absent["expr"]
     assert kinds["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()

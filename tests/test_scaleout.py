@@ -36,11 +36,11 @@ def config(fake: TelzinoFake, pg_url: str) -> dict[str, Any]:
         "poll_interval_seconds": {"queued": 0.5, "dialing": 0.5, "in_progress": 0.5, "unknown": 0.5}}]}
 
 
-def new_calls(fake: TelzinoFake, n: int, talk: float = 3.0) -> list[Any]:
-    """Calls that ring, talk for `talk` seconds and end in the usual outcomes."""
+def new_calls(fake: TelzinoFake, n: int, talk: float = 3.0, outcomes: tuple[State, ...] = OUTCOMES) -> list[Any]:
+    """Calls that ring, talk for `talk` seconds and end in `outcomes`, in turn."""
     calls = []
     for i in range(n):
-        outcome = OUTCOMES[i % len(OUTCOMES)]
+        outcome = outcomes[i % len(outcomes)]
         steps = [Step("queued", 0.0), Step("dialing", 0.5)]
         if outcome is State.COMPLETED:
             steps.append(Step("in_progress", 1.0))

@@ -66,15 +66,8 @@ class SQLiteStore:
         self._executor.shutdown(wait=True)
 
     def _close(self) -> None:
-        """The last write fails only with a broken file; its calls are polled again at the next
-        start, so it is reported and the file closed anyway (a stop must always end)."""
-        if self._db is None:
-            return
-        try:
+        if self._db is not None:
             self._write_pending()
-        except StoreError as exc:
-            log.error("%s: the last poll results are not written (polled again at the next start)", exc)
-        finally:
             self._db.close()
             self._db = None
 
