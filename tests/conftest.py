@@ -12,8 +12,8 @@ when the test ends and handed to the next: no state leaks, and far faster than a
 what the marker parametrizes (module scope, so a module-scoped service is built once per
 backend; such a fixture names `store_backend` so it is built after it). The service is then one
 replica that holds its leases before `serve` reports it ready, so `running_service` waits for
-that. Where a test looks into the store, `store_rows`, `stored_text` and `break_store` speak to
-either backend.
+that. Where a test looks into the store, `store_rows`, `stored_text`, `break_store` and
+`repair_store` speak to either backend.
 
 On both backends: test_api, test_api_fuzz, test_lifecycle_e2e, test_discovery (scopes,
 webhooks; the batch scope's per-call baseline on SQLite only), test_trillet_e2e, test_privacy's
@@ -377,3 +377,9 @@ def break_store(config: Config) -> None:
     migration would): every read and write of calls and scopes then fails in the store."""
     for table in ("calls", "history", "scopes"):
         store_rows(config, f"ALTER TABLE {{{table}}} RENAME TO {{{table}}}_gone")
+
+
+def repair_store(config: Config) -> None:
+    """Undo `break_store` (so the service's stop can write what waited)."""
+    for table in ("calls", "history", "scopes"):
+        store_rows(config, f"ALTER TABLE {{{table}}}_gone RENAME TO {{{table}}}")

@@ -7,7 +7,7 @@ import pytest
 from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
-from conftest import account, break_store, make_config, running_service, store_rows, wait_until
+from conftest import account, break_store, make_config, repair_store, running_service, store_rows, wait_until
 
 pytestmark = pytest.mark.both_stores
 
@@ -203,6 +203,4 @@ def test_every_store_failure_the_api_meets_is_a_503_with_a_json_error(svc, fake)
         response = svc.client.request(method, path, json=body)
         assert response.status_code == 503, (method, path, response.text)
         assert "store" in response.json()["error"], (method, path)
-    with sqlite3.connect(svc.service.config.store_path) as db:  # repaired: the stop writes what waited
-        for table in ("calls", "history", "scopes"):
-            db.execute(f"ALTER TABLE {table}_gone RENAME TO {table}")
+    repair_store(svc.service.config)  # the stop writes what waited
