@@ -194,4 +194,4 @@ class LeasedShare:
             if kind == "unwatch" and body and body.get("account") in self.pollers:
                 self.pollers[body["account"]].remove(body["call_id"])
             elif kind == "push" and body:
-                self._push(body["account"], body["webhook"])
+                self._push(body["account"], body["listed"])

@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from .cluster import LeasedShare, SingleProcess
 from .config import Account, Config, format_validation_error, resolve_accounts
 from .discovery import Scopes
 from .errors import RequestError
 from .metrics import Metrics
+from .model import ListedCall
 from .plugins import Registry
 from .poller import AccountPoller
 from .provider import CallParams
@@ -29,6 +30,8 @@ from .store import CallRecord, CallStore, StoreError, store_for
 from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger(__name__)
+#: a webhook handed to the partition's owner through the inbox: the parsed call, as JSON
+_HANDED_OVER: TypeAdapter[ListedCall] = TypeAdapter(ListedCall)
 
 TransportFactory = Callable[[Account, Config], Transport]
 
@@ -199,19 +202,20 @@ class Service:
         if self._started:
             await self.scopes.reconcile()
 
-    def _push(self, account: str, webhook: dict[str, Any]) -> bool:
-        """A webhook another replica received for a call polled here: parsed and applied."""
+    def _push(self, account: str, listed: dict[str, Any]) -> bool:
+        """A webhook another replica received for a call polled here, as that replica parsed it."""
         poller = self.pollers.get(account)
         if poller is None:
             return False
         try:
-            return poller.pushed(poller.provider.parse_webhook(webhook))
-        except (ValueError, TypeError, KeyError) as exc:
-            log.debug("account %s: a handed-over webhook no longer parses: %s", account, exc)
+            return poller.pushed(_HANDED_OVER.validate_python(listed))
+        except ValidationError as exc:
+            log.debug("account %s: a handed-over webhook no longer reads: %s", account, exc.error_count())
             return False
 
-    async def webhook(self, poller: AccountPoller, listed: Any, webhook: dict[str, Any]) -> bool:
-        """Apply a result webhook here, or hand it to the replica that polls the call."""
+    async def webhook(self, poller: AccountPoller, listed: ListedCall) -> bool:
+        """Apply a result webhook here, or hand it to the replica that polls the call: parsed and
+        held to the privacy policy first, so the raw body (numbers, metadata) is never stored."""
         if poller.pushed(listed):
             return True
         call_id = listed.params.get("call_id", "")
@@ -219,5 +223,6 @@ class Service:
             from .store.postgres import PostgresStore
 
             assert isinstance(self.store, PostgresStore)
-            return await self.store.push(poller.name, call_id, webhook)
+            kept = ListedCall(listed.params, poller.account.privacy.apply(poller.provider, listed.status))
+            return await self.store.push(poller.name, call_id, _HANDED_OVER.dump_python(kept, mode="json"))
         return False

@@ -293,6 +293,6 @@ async def webhook(request: web.Request) -> web.Response:
         counted["rejected"].inc()
         message = str(exc) if isinstance(exc, RequestError) else f"not a {provider.name} result webhook: {exc}"
         raise RequestError(message, 400) from None
-    accepted = await service.webhook(poller, listed, body)
+    accepted = await service.webhook(poller, listed)
     counted["accepted" if accepted else "unknown_call"].inc()
     return web.json_response({"result": "accepted" if accepted else "unknown_call"}, status=202)

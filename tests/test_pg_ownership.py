@@ -2,7 +2,8 @@
 
 A call that finished here is polled by no one again even if a row read before its terminal
 write (an inbox item, a partition load) says it is still ringing: the write-behind queue is
-the truth until it is flushed, and exactly one terminal row reaches the history.
+the truth until it is flushed, and exactly one terminal row reaches the history. A webhook
+received by a replica that does not poll the call reaches the owner held to the privacy policy.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from outbound_call_exporter.config import Config
 from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
-from conftest import account, running_service, wait_until
+from conftest import account, running_service, store_rows, stored_text, wait_until
+from test_privacy import CRM, REASON_NUMBER, WEBHOOK_TOKEN
 
 
 def test_a_call_finished_here_is_not_revived_by_a_row_read_before_its_write(pg_url: str) -> None:
@@ -45,3 +47,40 @@ def test_a_call_finished_here_is_not_revived_by_a_row_read_before_its_write(pg_u
             record = svc.call("tz", call.call_id)
             assert record["state"] == "busy"
             assert [h["state"] for h in record["history"] if State(h["state"]).terminal] == ["busy"]
+
+
+def test_a_webhook_received_by_another_replica_is_handed_over_held_to_the_policy(registry, pg_url: str) -> None:
+    """Replica `other` receives the webhook of a call `owner` polls: what travels through the
+    database (every inbox row is copied aside by a trigger here) is the parsed call, masked."""
+    fake = registry.fakes["telzino"](seed=3)
+    with fake.running():
+        slow = {"queued": 60, "dialing": 60, "in_progress": 60, "unknown": 60}  # the webhook comes first
+        acc = account("tz", "telzino", fake.url, fake.demo_settings(), webhook_token=WEBHOOK_TOKEN,
+                      poll_interval_seconds=slow)
+        config = Config(listen_address="127.0.0.1:0", store_url=pg_url, accounts=[acc])
+        with running_service(config, registry) as owner:
+            wait_until(lambda: owner.metric("outbound_call_exporter_partitions_owned") == 256, message="all owned")
+            store_rows(config, "CREATE TABLE inbox_seen AS SELECT kind, body FROM oce_inbox WITH NO DATA")
+            store_rows(config, "CREATE FUNCTION inbox_seen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                               " INSERT INTO inbox_seen VALUES (NEW.kind, NEW.body); RETURN NEW; END $$")
+            store_rows(config, "CREATE TRIGGER inbox_seen AFTER INSERT ON oce_inbox FOR EACH ROW"
+                               " EXECUTE FUNCTION inbox_seen()")
+            with running_service(config, registry) as other:
+                call = next(c for c in (fake.add_call(steps=[Step("queued", 0.0)]) for _ in range(50))
+                            if not other.service.ownership.owns("tz", c.call_id))
+                assert other.client.post("/api/v1/calls", json={"account": "tz", "call_id": call.call_id,
+                                                                "params": call.params}).status_code == 201
+                wait_until(lambda: call.call_id in owner.service.pollers["tz"].calls, message="the owner watches it")
+                body = {"id": call.call_id, "agent_id": call.params["agent_id"], "status": "failed",
+                        "to_number": "+18135551234", "request_metadata": {"crm_id": CRM},
+                        "error": f"could not reach {REASON_NUMBER}"}
+                response = other.client.post("/api/v1/webhooks/tz", json=body,
+                                             headers={"X-Webhook-Token": WEBHOOK_TOKEN})
+                assert response.json() == {"result": "accepted"}
+                record = wait_until(lambda: (r := owner.call("tz", call.call_id))["state"] == "failed" and r,
+                                    message="the owner applied the handed-over webhook")
+                assert record["extras"]["to_number"] == "+1•••••••34" and "request_metadata" not in record["extras"]
+                assert record["reason"] == "could not reach +44•••••••56"
+    assert [k for (k,) in store_rows(config, "SELECT kind FROM inbox_seen")].count("push") == 1
+    stored = stored_text(config)
+    assert call.call_id in stored and "81355512" not in stored and CRM not in stored and "79111234" not in stored

@@ -106,6 +106,7 @@ def steps(fake: FakeProvider, outcome: State, end: float = 0.6) -> list[Step]:
 ])
 def test_mask_keeps_at_most_the_country_code_and_the_last_two_digits(number, masked):
     assert mask_number(number) == masked
+    assert mask_number(masked) == masked  # idempotent: a status handed between replicas is masked once
 
 
 def telzino_status(registry: Registry, reason: str | None = None) -> tuple[Any, CallStatus]:

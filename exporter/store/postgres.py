@@ -228,9 +228,10 @@ class PostgresStore:
         await self._do("unwatch a call", run)
         return await self.get(account, call_id)
 
-    async def push(self, account: str, call_id: str, webhook: dict[str, Any]) -> bool:
-        """A webhook about a watched call whose partition another replica owns: that owner
-        applies it (it parses `webhook` again). False when no such call is watched."""
+    async def push(self, account: str, call_id: str, listed: dict[str, Any]) -> bool:
+        """A webhook about a watched call whose partition another replica owns (`listed`: what
+        it said, parsed and held to the privacy policy): that owner applies it. False when no
+        such call is watched."""
         if not _storable(account, call_id):
             return False
 
@@ -239,7 +240,7 @@ class PostgresStore:
                 "SELECT seq FROM oce_calls WHERE account = $1 AND call_id = $2 AND watching", account, call_id
             )
             if seq is not None:
-                body = {"account": account, "webhook": webhook}
+                body = {"account": account, "listed": listed}
                 await self._to_inbox(conn, [(partition_of(account, call_id), seq, "push", body)])
             return seq is not None
 
