@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -245,3 +246,25 @@ def column_values(cols: tuple[str, ...], fields: list[Mapping[str, Any]]) -> lis
         cast = _CASTS.get(COLUMN_TYPES[c])
         out.append([f[c] if cast is None or f[c] is None else cast(f[c]) for f in fields])
     return out
+
+
+async def records(conn: asyncpg.Connection, sql: str, *args: Any) -> list[CallRecord]:
+    """The calls `sql` selects (`COLUMNS`), each with its history."""
+    rows = await conn.fetch(sql, *args)
+    history: dict[int, list[HistoryRow]] = {r["seq"]: [] for r in rows}
+    if history:
+        for h in await conn.fetch(HISTORY, list(history)):
+            history[h["call_seq"]].append(HistoryRow(h["state"], h["provider_status"], h["at"]))
+    return [call_record(r, history[r["seq"]]) for r in rows]
+
+
+def storable(*keys: str) -> bool:
+    """PostgreSQL's text holds no NUL (it refuses the query): a key with one names no stored
+    call, so the answer is "not found", as SQLite's, not a store error."""
+    return not any("\x00" in k for k in keys)
+
+
+def redacted(url: str) -> str:
+    """host:port/database of a PostgreSQL URL, for messages (never the user's password)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"

@@ -6,7 +6,8 @@ poll results written behind and read back by the API, every failure a `StoreErro
 - every write of a call's state carries the (partition, epoch) of the lease it was polled
   under and is joined with `oce_leases` in the same statement; rows the fence refuses are
   dropped — their partition belongs to another replica now, which polls them again — and
-  reported through `on_fenced`, and their `after` callbacks (the metrics) never run;
+  reported through `on_fenced`, and their `after` callbacks (the metrics) never run
+  (`pgwrites.py`);
 - calls registered, unwatched or pushed (webhooks) on any replica reach the partition's
   owner through `oce_inbox`: rows taken (deleted) by the owner, so none is missed or applied
   twice; a NOTIFY wakes the owner early, but correctness never depends on it.
@@ -26,7 +27,8 @@ from ..leases import PARTITIONS, partition_of
 from ..model import TERMINAL_STATES
 from ..pgschema import migrate
 from . import pgsql
-from .rows import CallQuery, CallRecord, HistoryRow, NewCall, Registered, ScopeRow, StoredCall, StoreError, Update
+from .pgwrites import FencedWrites
+from .rows import CallQuery, CallRecord, NewCall, Registered, ScopeRow, StoredCall, StoreError, Update
 from .schema import scope_key
 
 log = logging.getLogger(__name__)
@@ -41,20 +43,17 @@ class PostgresStore:
 
     def __init__(self, url: str, flush_interval: float = 0.25, max_pending: int = 2000, pool_size: int = 8) -> None:
         self._url = url
-        self.where = _redacted(url)
+        self.where = pgsql.redacted(url)
         self.flush_interval, self.max_pending, self.pool_size = flush_interval, max_pending, pool_size
         self.owner: uuid.UUID | None = None  # the lease owner whose fence every write carries
         self.on_fenced: Callable[[dict[int, int]], None] = lambda refused: None
         self._pool: asyncpg.Pool | None = None
-        self._pending: list[Update] = []
-        self._wake = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
+        self._writes = FencedWrites(self)
         self._flusher: asyncio.Task[None] | None = None
-        self._errors = 0
 
     @property
     def write_errors(self) -> int:
-        return self._errors
+        return self._writes.errors
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -72,7 +71,7 @@ class PostgresStore:
                 await migrate(conn)
         except _DB_ERRORS as exc:
             raise StoreError(f"cannot open the PostgreSQL store {self.where}: {self._scrub(exc)}") from None
-        self._flusher = asyncio.create_task(self._flush_loop(), name="store-flush")
+        self._flusher = asyncio.create_task(self._writes.run(), name="store-flush")
 
     async def connect(self) -> asyncpg.Connection:
         """A connection of its own, outside the pool (the lease cycle must never wait on it)."""
@@ -86,7 +85,9 @@ class PostgresStore:
             try:
                 await self.flush()
             except StoreError as exc:
-                log.error("%s: %d poll results not written (their calls are polled again)", exc, len(self._pending))
+                log.error(
+                    "%s: %d poll results not written (their calls are polled again)", exc, len(self._writes.pending)
+                )
             await self._pool.close()
             self._pool = None
 
@@ -95,7 +96,7 @@ class PostgresStore:
         password = urlsplit(self._url).password
         return text.replace(password, "***") if password else text
 
-    async def _do(self, what: str, fn: Callable[[asyncpg.Connection], Any]) -> Any:
+    async def transaction(self, what: str, fn: Callable[[asyncpg.Connection], Any]) -> Any:
         """`fn(conn)` in a transaction on a pooled connection; a driver error is a `StoreError`."""
         if self._pool is None:
             raise StoreError("store is not open")
@@ -105,82 +106,13 @@ class PostgresStore:
         except _DB_ERRORS as exc:
             raise StoreError(f"PostgreSQL store {self.where}: cannot {what}: {self._scrub(exc)}") from None
 
-    # -- write-behind poll results, fenced --------------------------------------------------
+    # -- write-behind poll results, fenced (pgwrites.py) --------------------------------------
 
     def queue(self, update: Update) -> None:
-        self._pending.append(update)
-        if len(self._pending) >= self.max_pending:
-            self._wake.set()
+        self._writes.queue(update)
 
     async def flush(self) -> None:
-        """Write what is queued. One flush at a time, in order: two batches written at once on
-        two connections could commit out of order and put a call's older state back."""
-        async with self._flush_lock:
-            batch, self._pending = self._pending, []
-            if not batch:
-                return
-            try:
-                written = await self._do("write poll results", lambda conn: self._write(conn, batch))
-            except StoreError:
-                self._pending[:0] = batch  # kept, in order, for the next flush
-                self._errors += 1
-                raise
-        refused: dict[int, int] = {}
-        for up in batch:
-            if up.seq in written:
-                if up.after is not None:
-                    up.after()
-            elif up.fence is not None:
-                refused[up.fence[0]] = up.fence[1]
-        if refused:
-            self.on_fenced(refused)
-
-    async def _write(self, conn: asyncpg.Connection, batch: list[Update]) -> set[int]:
-        merged: dict[int, list[Any]] = {}
-        history: list[tuple[int, str, str | None, float]] = []
-        for up in batch:
-            entry = merged.setdefault(up.seq, [{}, 0, 0, up.fence])
-            entry[0].update(up.fields)
-            entry[1] += up.polls
-            entry[2] += up.poll_errors
-            entry[3] = up.fence
-            history += [(up.seq, state, pgsql.text_value(status), at) for state, status, at in up.history]
-        shapes: dict[tuple[str, ...], list[tuple[int, list[Any]]]] = {}
-        for seq, entry in merged.items():
-            if entry[3] is None:
-                raise StoreError("a poll result without its partition lease cannot be written to PostgreSQL")
-            shapes.setdefault(tuple(sorted(k for k in entry[0] if k in pgsql.COLUMN_TYPES)), []).append((seq, entry))
-        # the fence holds until commit: the lease rows are locked (KEY SHARE) so no replica can
-        # take a partition over between this check and the commit (a paused writer's open
-        # transaction is ended by idle_in_transaction_session_timeout, and its write refused)
-        await conn.execute(pgsql.LOCK_LEASES, sorted({e[3][0] for e in merged.values()}))
-        written: set[int] = set()
-        for cols, rows in shapes.items():
-            arrays = [
-                [s for s, _ in rows],
-                [e[3][0] for _, e in rows],
-                [e[3][1] for _, e in rows],
-                [e[1] for _, e in rows],
-                [e[2] for _, e in rows],
-                *pgsql.column_values(cols, [e[0] for _, e in rows]),
-            ]
-            written.update(r[0] for r in await conn.fetch(pgsql.fenced_update(cols), *arrays, self.owner))
-        if history:
-            await conn.execute(pgsql.HISTORY_FENCED, *map(list, zip(*history)), sorted(written))
-        return written
-
-    async def _flush_loop(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.flush()
-            except StoreError as exc:
-                if self._errors == 1 or self._errors % 100 == 0:
-                    log.error("%s (kept in memory and retried; %d failed flushes)", exc, self._errors)
+        await self._writes.flush()
 
     # -- registrations, unwatching and the inbox (durable before returning) -----------------
 
@@ -211,10 +143,10 @@ class PostgresStore:
             await self._to_inbox(conn, [(p, r.seq, "watch", None) for p, r in zip(parts, out) if r.started])
             return out
 
-        return await self._do("register calls", run)
+        return await self.transaction("register calls", run)
 
     async def unwatch(self, account: str, call_id: str) -> CallRecord | None:
-        if not _storable(account, call_id):
+        if not pgsql.storable(account, call_id):
             return None
 
         async def run(conn: asyncpg.Connection) -> None:
@@ -225,14 +157,14 @@ class PostgresStore:
                 )
 
         await self.flush()
-        await self._do("unwatch a call", run)
+        await self.transaction("unwatch a call", run)
         return await self.get(account, call_id)
 
     async def push(self, account: str, call_id: str, listed: dict[str, Any]) -> bool:
         """A webhook about a watched call whose partition another replica owns (`listed`: what
         it said, parsed and held to the privacy policy): that owner applies it. False when no
         such call is watched."""
-        if not _storable(account, call_id):
+        if not pgsql.storable(account, call_id):
             return False
 
         async def run(conn: asyncpg.Connection) -> bool:
@@ -244,7 +176,7 @@ class PostgresStore:
                 await self._to_inbox(conn, [(partition_of(account, call_id), seq, "push", body)])
             return seq is not None
 
-        return bool(await self._do("hand a webhook to its partition's owner", run))
+        return bool(await self.transaction("hand a webhook to its partition's owner", run))
 
     @staticmethod
     async def _to_inbox(conn: asyncpg.Connection, items: list[InboxItem]) -> None:
@@ -255,7 +187,7 @@ class PostgresStore:
     async def take_inbox(self, partitions: Collection[int]) -> list[InboxItem]:
         """Take (delete) what other replicas left for these partitions (those this replica's
         leases hold in the database), oldest first."""
-        rows = await self._do(
+        rows = await self.transaction(
             "read the inbox", lambda conn: conn.fetch(pgsql.TAKE_INBOX, sorted(partitions), self.owner)
         )
         return [(r["partition"], r["call_seq"], r["kind"], r["body"]) for r in sorted(rows, key=lambda r: r["id"])]
@@ -280,7 +212,7 @@ class PostgresStore:
                 await conn.execute(sql, seqs)
             return len(seqs)
 
-        deleted = await self._do("prune call records", run)
+        deleted = await self.transaction("prune call records", run)
         try:
             async with self._pool.acquire() as conn:  # type: ignore[union-attr]  # open: _do checked it
                 await conn.execute("SET lock_timeout = '5s'")  # the pool's reset undoes it
@@ -314,19 +246,19 @@ class PostgresStore:
         listing found it terminal) must not come back from its own "watch" item, polled and
         counted a second time."""
         await self._flush_quietly()
-        rows = await self._do("load calls", lambda conn: conn.fetch(pgsql.ACTIVE_SEQS, sorted(seqs), _TERMINAL))
+        rows = await self.transaction("load calls", lambda conn: conn.fetch(pgsql.ACTIVE_SEQS, sorted(seqs), _TERMINAL))
         return [pgsql.stored_call(r) for r in rows]
 
     async def get(self, account: str, call_id: str) -> CallRecord | None:
-        if not _storable(account, call_id):
+        if not pgsql.storable(account, call_id):
             return None
         await self._flush_quietly()
-        records = await self._do("read a call", lambda c: self._records(c, pgsql.GET, account, call_id))
+        records = await self.transaction("read a call", lambda c: pgsql.records(c, pgsql.GET, account, call_id))
         return records[0] if records else None
 
     async def get_many(self, seqs: Sequence[int]) -> list[CallRecord]:
         await self._flush_quietly()
-        records = await self._do("read calls", lambda c: self._records(c, pgsql.GET_MANY, list(seqs)))
+        records = await self.transaction("read calls", lambda c: pgsql.records(c, pgsql.GET_MANY, list(seqs)))
         by_seq = {r.seq: r for r in records}
         return [by_seq[s] for s in seqs]
 
@@ -346,7 +278,7 @@ class PostgresStore:
             f"SELECT {pgsql.COLUMNS} FROM oce_calls {'WHERE ' + ' AND '.join(where) if where else ''}"
             f" ORDER BY seq DESC LIMIT ${len(args) + 1}"
         )
-        records = await self._do("list calls", lambda c: self._records(c, sql, *args, q.limit + 1))
+        records = await self.transaction("list calls", lambda c: pgsql.records(c, sql, *args, q.limit + 1))
         more = len(records) > q.limit
         records = records[: q.limit]
         return records, (records[-1].seq if more and records else None)
@@ -358,19 +290,10 @@ class PostgresStore:
         except StoreError:
             pass
 
-    @staticmethod
-    async def _records(conn: asyncpg.Connection, sql: str, *args: Any) -> list[CallRecord]:
-        rows = await conn.fetch(sql, *args)
-        history: dict[int, list[HistoryRow]] = {r["seq"]: [] for r in rows}
-        if history:
-            for h in await conn.fetch(pgsql.HISTORY, list(history)):
-                history[h["call_seq"]].append(HistoryRow(h["state"], h["provider_status"], h["at"]))
-        return [pgsql.call_record(r, history[r["seq"]]) for r in rows]
-
     # -- watch scopes ------------------------------------------------------------------------
 
     async def scopes(self) -> list[ScopeRow]:
-        rows = await self._do("read scopes", lambda conn: conn.fetch(pgsql.SCOPES))
+        rows = await self.transaction("read scopes", lambda conn: conn.fetch(pgsql.SCOPES))
         return [pgsql.scope_row(r) for r in rows]
 
     async def add_scope(self, row: ScopeRow) -> ScopeRow:
@@ -382,23 +305,13 @@ class PostgresStore:
             )
             return pgsql.scope_row(await conn.fetchrow(pgsql.GET_SCOPE, row.account, key))
 
-        return await self._do("add a scope", run)
+        return await self.transaction("add a scope", run)
 
     async def update_scope(self, id: str, complete: bool, discovered: int) -> None:
-        await self._do("update a scope", lambda conn: conn.execute(pgsql.UPDATE_SCOPE, id, complete, discovered))
+        await self.transaction(
+            "update a scope", lambda conn: conn.execute(pgsql.UPDATE_SCOPE, id, complete, discovered)
+        )
 
     async def delete_scope(self, id: str) -> bool:
-        result = await self._do("delete a scope", lambda conn: conn.execute(pgsql.DELETE_SCOPE, id))
+        result = await self.transaction("delete a scope", lambda conn: conn.execute(pgsql.DELETE_SCOPE, id))
         return bool(result != "DELETE 0")
-
-
-def _storable(*keys: str) -> bool:
-    """PostgreSQL's text holds no NUL (it refuses the query): a key with one names no stored
-    call, so the answer is "not found", as SQLite's, not a store error."""
-    return not any("\x00" in k for k in keys)
-
-
-def _redacted(url: str) -> str:
-    """host:port/database of a PostgreSQL URL, for messages (never the user's password)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
