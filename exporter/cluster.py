@@ -115,6 +115,7 @@ class LeasedShare:
 
     async def gained(self, leases: dict[int, int]) -> None:
         parts = set(leases)
+        self._forget_doomed(parts)  # a new epoch: what was pending under the old one is refused
         await self.store.take_inbox(parts)  # what it says is in the calls loaded next
         loaded = 0
         async for chunk in self.store.iter_active(partitions=parts):
@@ -161,7 +162,17 @@ class LeasedShare:
             ]
             for call_id in stale:
                 poller.remove(call_id)
-            poller.finishing -= {c for c in poller.finishing if partition_of(poller.name, c) in refused}
+        self._forget_doomed(set(refused))
+
+    def _forget_doomed(self, partitions: set[int]) -> None:
+        """Terminal writes pending under an epoch of these partitions that is no longer ours will
+        be refused: their calls must be polled again by whoever loads them, so they no longer
+        count as finishing (under the epoch still held, they do: those writes will land)."""
+        owned = self.leases.owned
+        for poller in self.pollers.values():
+            doomed = [c for c, (p, e) in poller.finishing.items() if p in partitions and owned.get(p) != e]
+            for call_id in doomed:
+                del poller.finishing[call_id]
 
     def _rates(self) -> None:
         for poller in self.pollers.values():

@@ -58,8 +58,9 @@ class AccountPoller:
         self.max_watch_seconds = max_watch_seconds
         self.wall = wall_clock
         self.calls: dict[str, WatchedCall] = {}
-        #: calls finished here whose fenced terminal write is not in yet (a row read meanwhile is stale)
-        self.finishing: set[str] = set()
+        #: calls finished here whose fenced terminal write is not in yet (a row read meanwhile is
+        #: stale), with the fence that write carries
+        self.finishing: dict[str, tuple[int, int]] = {}
         self.counts: dict[State, int] = {}
         self.health = AccountHealth(account.name, min(account.cadence.values()))
         self.dispatcher = Dispatcher(
@@ -221,12 +222,12 @@ class AccountPoller:
         call.watching = False
         count = partial(self._count_finished, outcome, now)
         if call.fence is not None:  # until its write is in, a stale stored row must not revive it
-            self.finishing.add(call.call_id)
+            self.finishing[call.call_id] = call.fence
             count = partial(self._settled, call.call_id, count)
         self._write(call, Update(call.seq, outcome.fields, polls=polls, history=outcome.history), count)
 
     def _settled(self, call_id: str, count: Callable[[], None]) -> None:
-        self.finishing.discard(call_id)
+        self.finishing.pop(call_id, None)
         count()
 
     def _count_finished(self, outcome: Outcome, now: float) -> None:

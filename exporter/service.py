@@ -199,8 +199,13 @@ class Service:
         return self.registrar.adopt(rows)
 
     async def _reconcile_scopes(self) -> None:
+        """After an ownership change (a task of its own): the database may be away just then,
+        and the inbox loop reconciles again once it answers."""
         if self._started:
-            await self.scopes.reconcile()
+            try:
+                await self.scopes.reconcile()
+            except StoreError as exc:
+                log.debug("scopes not reconciled: %s", exc)
 
     def _push(self, account: str, listed: dict[str, Any]) -> bool:
         """A webhook another replica received for a call polled here, as that replica parsed it."""

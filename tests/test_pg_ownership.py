@@ -12,6 +12,7 @@ import time
 
 from outbound_call_exporter import State
 from outbound_call_exporter.config import Config
+from outbound_call_exporter.leases import partition_of
 from outbound_call_exporter.testing import Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
@@ -84,3 +85,30 @@ def test_a_webhook_received_by_another_replica_is_handed_over_held_to_the_policy
     assert [k for (k,) in store_rows(config, "SELECT kind FROM inbox_seen")].count("push") == 1
     stored = stored_text(config)
     assert call.call_id in stored and "81355512" not in stored and CRM not in stored and "79111234" not in stored
+
+
+def test_a_call_finished_under_an_epoch_since_lost_is_polled_again_and_counted_once(pg_url: str) -> None:
+    """Its terminal write is still queued when the partition changes hands and comes back under
+    a newer epoch (another replica took it and handed it back): that write will be refused, so
+    the call is loaded and polled again, and one terminal row and one count come of it."""
+    fake = TelzinoFake(speed=1.0)
+    with fake.running():
+        config = Config(listen_address="127.0.0.1:0", store_url=pg_url,
+                        accounts=[account("tz", "telzino", fake.url, fake.demo_settings())])
+        with running_service(config) as svc:
+            store, poller = svc.service.store, svc.service.pollers["tz"]
+            store.flush_interval = 3600.0
+            time.sleep(0.5)
+            call = fake.add_call(steps=[Step("queued", 0.0), Step(fake.raw_status[State.BUSY], 0.6)],
+                                 outcome=State.BUSY)
+            assert svc.client.post("/api/v1/calls", json={"account": "tz", "call_id": call.call_id}).status_code == 201
+            wait_until(lambda: call.call_id in poller.finishing, timeout=10, message="finished, write pending")
+            [(epoch,)] = store_rows(config, "UPDATE oce_leases SET epoch = epoch + 1 WHERE partition = ?"
+                                            " RETURNING epoch", partition_of("tz", call.call_id))
+            wait_until(lambda: poller.finishing.get(call.call_id, (0, 0))[1] == epoch, timeout=15,
+                       message="polled again and finished under the new epoch")
+            svc.run(store.flush())
+            labels = {"provider": "telzino", "account": "tz", "state": "busy"}
+            assert svc.metric("outbound_calls_finished_total", **labels) == 1
+            record = svc.call("tz", call.call_id)
+            assert [h["state"] for h in record["history"] if State(h["state"]).terminal] == ["busy"]

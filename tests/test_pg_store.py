@@ -90,6 +90,35 @@ def test_fenced_writes_pass_only_under_the_current_lease(pg_url: str) -> None:
     run(main())
 
 
+def test_an_older_epochs_update_in_the_same_batch_is_refused_not_merged(pg_url: str) -> None:
+    """A copy polled before its partition was lost and taken again: its update, kept since a
+    failed flush, sits beside the new copy's in one batch. Only the newest epoch's is written."""
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        refused: list[dict[int, int]] = []
+        store.on_fenced = refused.append
+        try:
+            store.owner = uuid.uuid4()
+            await lease_all(pg_url, store.owner, epoch=5)
+            [a] = await store.register([new(1)], "queued")
+            pa = partition_of("acc", "call-1")
+            counted: list[int] = []
+            for epoch, status in ((4, "busy"), (5, "no-answer")):
+                store.queue(Update(a.seq, {"state": "busy" if epoch == 4 else "no_answer"}, polls=1,
+                                   history=[("busy" if epoch == 4 else "no_answer", status, float(epoch))],
+                                   fence=(pa, epoch), after=lambda e=epoch: counted.append(e)))
+            await store.flush()
+            assert counted == [5] and refused == [{pa: 4}]
+            [record] = await store.get_many([a.seq])
+            assert (record.state, record.polls) == ("no_answer", 1)
+            assert [h.state for h in record.history] == ["queued", "no_answer"]
+        finally:
+            await store.close()
+
+    run(main())
+
+
 def test_list_pages_newest_first_and_scopes(pg_url: str) -> None:
     async def main() -> None:
         store = PostgresStore(pg_url)

@@ -49,17 +49,19 @@ class FencedWrites:
             batch, self.pending = self.pending, []
             if not batch:
                 return
+            fresh = _newest_epochs(batch)
             try:
                 written = await self.store.transaction(
-                    "write poll results", lambda conn: write_fenced(conn, batch, self.store.owner)
+                    "write poll results", lambda conn: write_fenced(conn, fresh, self.store.owner)
                 )
             except StoreError:
                 self.pending[:0] = batch  # kept, in order, for the next flush
                 self.errors += 1
                 raise
         refused: dict[int, int] = {}
+        kept = {id(up) for up in fresh}
         for up in batch:
-            if up.seq in written:
+            if up.seq in written and id(up) in kept:
                 if up.after is not None:
                     up.after()
             elif up.fence is not None:
@@ -80,6 +82,18 @@ class FencedWrites:
             except StoreError as exc:
                 if self.errors == 1 or self.errors % 100 == 0:
                     log.error("%s (kept in memory and retried; %d failed flushes)", exc, self.errors)
+
+
+def _newest_epochs(batch: list[Update]) -> list[Update]:
+    """The updates carrying their call's newest epoch in this batch. An older one (polled by a
+    copy loaded before the partition was lost and taken again, kept since a failed flush) would
+    be refused on its own; merged with the newer ones it would slip through under their fence,
+    and its terminal history row and metrics would count a second time."""
+    newest: dict[int, int] = {}
+    for up in batch:
+        if up.fence is not None and up.fence[1] > newest.get(up.seq, -1):
+            newest[up.seq] = up.fence[1]
+    return [up for up in batch if up.fence is None or up.fence[1] == newest[up.seq]]
 
 
 async def write_fenced(conn: asyncpg.Connection, batch: list[Update], owner: uuid.UUID | None) -> set[int]:
