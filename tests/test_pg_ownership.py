@@ -9,45 +9,55 @@ received by a replica that does not poll the call reaches the owner held to the 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from outbound_call_exporter import State
 from outbound_call_exporter.config import Config
 from outbound_call_exporter.leases import partition_of
-from outbound_call_exporter.testing import Step
+from outbound_call_exporter.testing import FakeCall, Step
 from outbound_call_exporter_plugins.telzino.fake import TelzinoFake
 
-from conftest import account, running_service, store_rows, stored_text, wait_until
+from conftest import RunningService, account, running_service, store_rows, stored_text, wait_until
 from test_privacy import CRM, REASON_NUMBER, WEBHOOK_TOKEN
 
 
-def test_a_call_finished_here_is_not_revived_by_a_row_read_before_its_write(pg_url: str) -> None:
+@contextmanager
+def writes_held(pg_url: str) -> Iterator[tuple[RunningService, FakeCall]]:
+    """One replica whose poll results wait for an explicit flush, and a call registered there
+    that goes busy after 0.6 s."""
     fake = TelzinoFake(speed=1.0)
     with fake.running():
         config = Config(listen_address="127.0.0.1:0", store_url=pg_url,
                         accounts=[account("tz", "telzino", fake.url, fake.demo_settings())])
         with running_service(config) as svc:
-            store, poller = svc.service.store, svc.service.pollers["tz"]
-            store.flush_interval = 3600.0  # from the next tick on, writes wait for an explicit flush
+            svc.service.store.flush_interval = 3600.0  # from the next tick on
             time.sleep(0.5)
             call = fake.add_call(steps=[Step("queued", 0.0), Step(fake.raw_status[State.BUSY], 0.6)],
                                  outcome=State.BUSY)
             assert svc.client.post("/api/v1/calls", json={"account": "tz", "call_id": call.call_id}).status_code == 201
-            seq = poller.calls[call.call_id].seq
-            stale = svc.run(store.active([seq]))
-            assert [r.state for r in stale] == ["queued"]
-            wait_until(lambda: call.call_id in poller.finishing, timeout=10, message="finished, write pending")
+            yield svc, call
 
-            async def adopt() -> int:
-                return svc.service.registrar.adopt(stale)
 
-            assert svc.run(adopt()) == 0 and call.call_id not in poller.calls
-            assert svc.metric("outbound_calls_finished_total", provider="telzino", account="tz", state="busy") == 0
-            svc.run(store.flush())
-            assert not poller.finishing
-            assert svc.metric("outbound_calls_finished_total", provider="telzino", account="tz", state="busy") == 1
-            record = svc.call("tz", call.call_id)
-            assert record["state"] == "busy"
-            assert [h["state"] for h in record["history"] if State(h["state"]).terminal] == ["busy"]
+def test_a_call_finished_here_is_not_revived_by_a_row_read_before_its_write(pg_url: str) -> None:
+    with writes_held(pg_url) as (svc, call):
+        store, poller = svc.service.store, svc.service.pollers["tz"]
+        seq = poller.calls[call.call_id].seq
+        stale = svc.run(store.active([seq]))
+        assert [r.state for r in stale] == ["queued"]
+        wait_until(lambda: call.call_id in poller.finishing, timeout=10, message="finished, write pending")
+
+        async def adopt() -> int:
+            return svc.service.registrar.adopt(stale)
+
+        assert svc.run(adopt()) == 0 and call.call_id not in poller.calls
+        assert svc.metric("outbound_calls_finished_total", provider="telzino", account="tz", state="busy") == 0
+        svc.run(store.flush())
+        assert not poller.finishing
+        assert svc.metric("outbound_calls_finished_total", provider="telzino", account="tz", state="busy") == 1
+        record = svc.call("tz", call.call_id)
+        assert record["state"] == "busy"
+        assert [h["state"] for h in record["history"] if State(h["state"]).terminal] == ["busy"]
 
 
 def test_a_webhook_received_by_another_replica_is_handed_over_held_to_the_policy(registry, pg_url: str) -> None:
@@ -91,24 +101,15 @@ def test_a_call_finished_under_an_epoch_since_lost_is_polled_again_and_counted_o
     """Its terminal write is still queued when the partition changes hands and comes back under
     a newer epoch (another replica took it and handed it back): that write will be refused, so
     the call is loaded and polled again, and one terminal row and one count come of it."""
-    fake = TelzinoFake(speed=1.0)
-    with fake.running():
-        config = Config(listen_address="127.0.0.1:0", store_url=pg_url,
-                        accounts=[account("tz", "telzino", fake.url, fake.demo_settings())])
-        with running_service(config) as svc:
-            store, poller = svc.service.store, svc.service.pollers["tz"]
-            store.flush_interval = 3600.0
-            time.sleep(0.5)
-            call = fake.add_call(steps=[Step("queued", 0.0), Step(fake.raw_status[State.BUSY], 0.6)],
-                                 outcome=State.BUSY)
-            assert svc.client.post("/api/v1/calls", json={"account": "tz", "call_id": call.call_id}).status_code == 201
-            wait_until(lambda: call.call_id in poller.finishing, timeout=10, message="finished, write pending")
-            [(epoch,)] = store_rows(config, "UPDATE oce_leases SET epoch = epoch + 1 WHERE partition = ?"
-                                            " RETURNING epoch", partition_of("tz", call.call_id))
-            wait_until(lambda: poller.finishing.get(call.call_id, (0, 0))[1] == epoch, timeout=15,
-                       message="polled again and finished under the new epoch")
-            svc.run(store.flush())
-            labels = {"provider": "telzino", "account": "tz", "state": "busy"}
-            assert svc.metric("outbound_calls_finished_total", **labels) == 1
-            record = svc.call("tz", call.call_id)
-            assert [h["state"] for h in record["history"] if State(h["state"]).terminal] == ["busy"]
+    with writes_held(pg_url) as (svc, call):
+        store, poller = svc.service.store, svc.service.pollers["tz"]
+        wait_until(lambda: call.call_id in poller.finishing, timeout=10, message="finished, write pending")
+        [(epoch,)] = store_rows(svc.service.config, "UPDATE oce_leases SET epoch = epoch + 1"
+                                " WHERE partition = ? RETURNING epoch", partition_of("tz", call.call_id))
+        wait_until(lambda: poller.finishing.get(call.call_id, (0, 0))[1] == epoch, timeout=15,
+                   message="polled again and finished under the new epoch")
+        svc.run(store.flush())
+        labels = {"provider": "telzino", "account": "tz", "state": "busy"}
+        assert svc.metric("outbound_calls_finished_total", **labels) == 1
+        record = svc.call("tz", call.call_id)
+        assert [h["state"] for h in record["history"] if State(h["state"]).terminal] == ["busy"]

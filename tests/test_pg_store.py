@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 import asyncpg
 import pytest
@@ -20,6 +22,21 @@ async def lease_all(url: str, owner: uuid.UUID, epoch: int = 1) -> None:
                            owner, epoch)
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def fenced_store(pg_url: str, epoch: int) -> AsyncIterator[tuple[PostgresStore, list[dict[int, int]]]]:
+    """An open store owning every partition's lease at `epoch`, and the refusals it reports."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    refused: list[dict[int, int]] = []
+    store.on_fenced = refused.append
+    try:
+        store.owner = uuid.uuid4()
+        await lease_all(pg_url, store.owner, epoch=epoch)
+        yield store, refused
+    finally:
+        await store.close()
 
 
 def new(i: int) -> NewCall:
@@ -62,13 +79,7 @@ def test_register_is_idempotent_and_rewatches_unwatched(pg_url: str) -> None:
 
 def test_fenced_writes_pass_only_under_the_current_lease(pg_url: str) -> None:
     async def main() -> None:
-        store = PostgresStore(pg_url)
-        await store.open()
-        refused: list[dict[int, int]] = []
-        store.on_fenced = refused.append
-        try:
-            store.owner = uuid.uuid4()
-            await lease_all(pg_url, store.owner, epoch=3)
+        async with fenced_store(pg_url, epoch=3) as (store, refused):
             [a, b] = await store.register([new(1), new(2)], "queued")
             pa, pb = partition_of("acc", "call-1"), partition_of("acc", "call-2")
             written: list[int] = []
@@ -84,8 +95,6 @@ def test_fenced_writes_pass_only_under_the_current_lease(pg_url: str) -> None:
             assert (rb.state, rb.polls, [h.state for h in rb.history]) == ("queued", 0, ["queued"])
             active = [c.call_id async for chunk in store.iter_active(partitions={pa, pb}) for c in chunk]
             assert active == ["call-2"]
-        finally:
-            await store.close()
 
     run(main())
 
@@ -94,13 +103,7 @@ def test_an_older_epochs_update_in_the_same_batch_is_refused_not_merged(pg_url: 
     """A copy polled before its partition was lost and taken again: its update, kept since a
     failed flush, sits beside the new copy's in one batch. Only the newest epoch's is written."""
     async def main() -> None:
-        store = PostgresStore(pg_url)
-        await store.open()
-        refused: list[dict[int, int]] = []
-        store.on_fenced = refused.append
-        try:
-            store.owner = uuid.uuid4()
-            await lease_all(pg_url, store.owner, epoch=5)
+        async with fenced_store(pg_url, epoch=5) as (store, refused):
             [a] = await store.register([new(1)], "queued")
             pa = partition_of("acc", "call-1")
             counted: list[int] = []
@@ -113,8 +116,6 @@ def test_an_older_epochs_update_in_the_same_batch_is_refused_not_merged(pg_url: 
             [record] = await store.get_many([a.seq])
             assert (record.state, record.polls) == ("no_answer", 1)
             assert [h.state for h in record.history] == ["queued", "no_answer"]
-        finally:
-            await store.close()
 
     run(main())
 
